@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# dnsd benchmark: dnsperf against NSD and dnsd serving the same 1,000 services (see bench/README.md).
+#
+#   bash bench/run.sh                      # 20 s per server (what `make bench` runs)
+#   BENCH_SECONDS=5 bash bench/run.sh      # a quick run
+#   BENCH_SERVERS=nsd bash bench/run.sh    # one server only (nsd or dnsd)
+#
+# Other knobs: BENCH_CLIENTS (4), BENCH_THREADS (4), BENCH_OUTSTANDING (500), PYTHON (the interpreter
+# that runs dnsd and the scripts; default .venv/bin/python, else python3), BENCH_STRICT=1 (exit 2 when
+# the issue-2 target is not met). Output: printed, and in bench/out/ (results.txt, results.json,
+# dnsperf-*.txt, compare.txt, dnsd.log, nsd/).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(dirname "$here")"
+out="$here/out"
+cd "$repo"
+
+if [[ -z "${PYTHON:-}" ]]; then
+  if [[ -x "$repo/.venv/bin/python" ]]; then PYTHON="$repo/.venv/bin/python"; else PYTHON="$(command -v python3)"; fi
+fi
+export PYTHON
+
+# tool -> Debian package
+declare -A pkg=([dnsperf]=dnsperf [nsd]=nsd [nsd-checkconf]=nsd [nsd-checkzone]=nsd [dig]=bind9-dnsutils [taskset]=util-linux)
+missing=()
+for tool in dnsperf nsd nsd-checkconf nsd-checkzone dig taskset; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("${pkg[$tool]}")
+done
+if ((${#missing[@]})); then
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "bench: installing ${missing[*]} with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # the nsd package may start a system-wide NSD on port 53; the benchmark does not use it
+  else
+    echo "bench: missing tools; install the Debian packages: ${missing[*]}" >&2
+    echo "bench:   sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+if ! "$PYTHON" -c 'import yaml, dns.message' 2>/dev/null; then
+  echo "bench: $PYTHON lacks PyYAML or dnspython; run 'make test' (it creates .venv) or set PYTHON" >&2
+  exit 1
+fi
+if [[ "$(nproc)" -lt 2 ]]; then
+  echo "bench: WARNING: only $(nproc) CPU; server and dnsperf will share it and the figures mean little" >&2
+fi
+
+mkdir -p "$out"
+"$PYTHON" "$here/gen.py" --out "$out"
+exec "$PYTHON" "$here/bench.py" --out "$out" "$@"

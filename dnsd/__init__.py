@@ -1,0 +1,3 @@
+"""dnsd: an authoritative DNS server for Kubernetes clusters."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,74 @@
+"""The application: builds the store, the chain and the listeners from a Config, and starts and stops them."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+
+from dnsd.chain import Chain, ClusterHandler
+from dnsd.config import Config, FilesSource
+from dnsd.engine import Engine
+from dnsd.errors import DnsdError
+from dnsd.records import ClusterRecords
+from dnsd.server import DnsServer
+from dnsd.sources.files import FileSource
+from dnsd.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def server_ips(cfg: Config) -> list[str]:
+    """Our own non-loopback addresses, for the apex NS answer (spec 3.7 nsAddrs)."""
+    ips: list[str] = []
+    wildcard = False
+    for addr in cfg.listen:
+        ip = ipaddress.ip_address(addr.host)
+        if ip.is_unspecified:
+            wildcard = True
+        elif not ip.is_loopback:
+            ips.append(str(ip))
+    if wildcard:
+        try:
+            for info in socket.getaddrinfo(socket.gethostname(), None):
+                ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+                if not ip.is_loopback and str(ip) not in ips:
+                    ips.append(str(ip))
+        except OSError:
+            pass
+    return ips
+
+
+class App:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.store = Store()
+        self.records = ClusterRecords(cfg.cluster, self.store, server_ips(cfg))
+        self.chain = Chain([ClusterHandler(self.records)])
+        self.engine = Engine(self.chain, self.store, log_queries=cfg.log.queries)
+        self.server = DnsServer(self.engine.handle, cfg.listen, cfg.tcp)
+        source = cfg.cluster.source
+        if not isinstance(source, FilesSource):
+            raise DnsdError(
+                f"cluster.source: the {type(source).__name__.removesuffix('Source').lower()} backend "
+                "is not built yet; use cluster.source.files"
+            )
+        self.source = FileSource(source.path, self.store)
+        self.started = asyncio.Event()
+        self.dns_addresses: list[tuple[str, int]] = []
+
+    async def start(self) -> None:
+        # Listen first: until the store has synced, absent names get SERVFAIL rather than NXDOMAIN.
+        await self.server.start()
+        self.dns_addresses = list(self.server.addresses)
+        try:
+            await self.source.start()
+        except BaseException:
+            await self.server.close()
+            raise
+        self.started.set()
+
+    async def stop(self) -> None:
+        await self.source.stop()
+        await self.server.close()

@@ -1,0 +1,485 @@
+"""The YAML configuration: frozen dataclasses, defaults, and validation that names the key path and value."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from dnsd.errors import ConfigError
+
+T = TypeVar("T")
+
+_MISSING: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class FilesSource:
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class KubernetesSource:
+    """Parsed and validated now; the API backend arrives with a later issue."""
+
+    kubeconfig: str | None = None
+    in_cluster: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EtcdSource:
+    """Parsed and validated now; the etcd backend arrives with a later issue."""
+
+    endpoints: tuple[str, ...] = ("http://127.0.0.1:2379",)
+    prefix: str = "/dnsd/"
+
+
+Source = FilesSource | KubernetesSource | EtcdSource
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    domain: str = "cluster.local"
+    reverse_zones: tuple[str, ...] = ("in-addr.arpa", "ip6.arpa")
+    ttl: int = 5
+    pods: str = "disabled"
+    endpoint_pod_names: bool = False
+    ignore_empty_service: bool = False
+    namespaces: tuple[str, ...] = ()
+    fallthrough: tuple[str, ...] = ()
+    source: Source = field(default_factory=lambda: FilesSource(Path("config/cluster")))
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardConfig:
+    upstreams: tuple[str, ...] = ("/etc/resolv.conf",)
+    policy: str = "sequential"
+    timeout: float = 2.0
+    domains: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    size: int = 10000
+    success_ttl_max: int = 3600
+    denial_ttl_max: int = 1800
+    prefetch: bool = False
+    serve_stale: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = "info"
+    queries: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TcpConfig:
+    """RFC 7766 limits: idle timeout, per-message read timeout, connection cap, queries in flight per connection."""
+
+    idle_timeout: float = 10.0
+    message_timeout: float = 2.0
+    max_connections: int = 1000
+    max_pipeline: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    listen: tuple[ListenAddress, ...] = (ListenAddress("127.0.0.1", 1053),)
+    workers: int = 1
+    http: ListenAddress | None = ListenAddress("127.0.0.1", 8080)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    zones: Path | None = Path("zones")
+    forward: ForwardConfig | None = field(default_factory=ForwardConfig)
+    recursion: str = "forward"
+    root_hints: Path | None = None
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    allow_recursion: tuple[str, ...] = (
+        "127.0.0.0/8",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "::1/128",
+        "fc00::/7",
+    )
+    log: LogConfig = field(default_factory=LogConfig)
+    tcp: TcpConfig = field(default_factory=TcpConfig)
+
+
+# ---------------------------------------------------------------- validation helpers
+
+
+def _fail(path: str, what: str, value: Any) -> ConfigError:
+    return ConfigError(f"{path}: {what}: {value!r}")
+
+
+def _section(data: Any, path: str, keys: set[str]) -> Mapping[str, Any]:
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise _fail(path, "must be a mapping", data)
+    for key in data:
+        if not isinstance(key, str) or key not in keys:
+            sub = f"{path}.{key}" if path else str(key)
+            raise _fail(sub, "unknown key (allowed: " + ", ".join(sorted(keys)) + ")", key)
+    return data
+
+
+def _get(data: Mapping[str, Any], key: str, path: str, conv: Callable[[Any, str], T], default: T) -> T:
+    """Convert data[key]; a missing key or an explicit null gives the default."""
+    value = data.get(key, _MISSING)
+    if value is _MISSING or value is None:
+        return default
+    return conv(value, f"{path}.{key}" if path else key)
+
+
+def _bool(value: Any, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(path, "must be true or false", value)
+    return value
+
+
+def _int(lo: int, hi: int) -> Callable[[Any, str], int]:
+    def conv(value: Any, path: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _fail(path, "must be an integer", value)
+        if not lo <= value <= hi:
+            raise _fail(path, f"must be between {lo} and {hi}", value)
+        return value
+
+    return conv
+
+
+def _float(lo: float, hi: float) -> Callable[[Any, str], float]:
+    def conv(value: Any, path: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _fail(path, "must be a number", value)
+        if not lo < value <= hi:
+            raise _fail(path, f"must be above {lo} and at most {hi}", value)
+        return float(value)
+
+    return conv
+
+
+def _choice(*options: str) -> Callable[[Any, str], str]:
+    def conv(value: Any, path: str) -> str:
+        if value not in options:
+            raise _fail(path, "must be one of " + " | ".join(options), value)
+        return str(value)
+
+    return conv
+
+
+def _str(value: Any, path: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise _fail(path, "must be a non-empty string", value)
+    return value
+
+
+def _list(item: Callable[[Any, str], T]) -> Callable[[Any, str], tuple[T, ...]]:
+    def conv(value: Any, path: str) -> tuple[T, ...]:
+        if not isinstance(value, list):
+            raise _fail(path, "must be a list", value)
+        return tuple(item(v, f"{path}[{i}]") for i, v in enumerate(value))
+
+    return conv
+
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
+
+
+def _domain(value: Any, path: str) -> str:
+    """A DNS zone name, lower-cased, without the trailing dot (RFC 1035 2.3.4 length limits)."""
+    if not isinstance(value, str):
+        raise _fail(path, "must be a domain name", value)
+    name = value.strip().lower().rstrip(".")
+    if not name or len(name) > 253 or not all(_LABEL.match(lab) for lab in name.split(".")):
+        raise _fail(path, "must be a domain name", value)
+    return name
+
+
+def _k8s_name(value: Any, path: str) -> str:
+    """An RFC 1123 label, as Kubernetes namespace names are."""
+    if not isinstance(value, str) or not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", value):
+        raise _fail(path, "must be a Kubernetes namespace name", value)
+    return value
+
+
+def parse_hostport(value: Any, path: str, default_port: int | None = None) -> ListenAddress:
+    """'ip:port' or '[v6]:port' (or a bare ip when a default port is given)."""
+    if not isinstance(value, str):
+        raise _fail(path, "must be 'host:port'", value)
+    text = value.strip()
+    m = re.fullmatch(r"\[([0-9a-fA-F:.%a-z]+)\](?::(\d+))?|([^:\[\]]+)(?::(\d+))?|([0-9a-fA-F:]+)", text)
+    if not m:
+        raise _fail(path, "must be 'host:port' or '[ipv6]:port'", value)
+    host = m.group(1) or m.group(3) or m.group(5)
+    port_text = m.group(2) or m.group(4)
+    if m.group(5) is not None:
+        port_text = None
+    if port_text is None:
+        if default_port is None:
+            raise _fail(path, "needs a port ('host:port')", value)
+        port = default_port
+    else:
+        port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise _fail(path, "port must be between 0 and 65535", value)
+    if host in ("localhost",):
+        host = "127.0.0.1"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise _fail(path, "host must be an IP address", value) from None
+    return ListenAddress(host, port)
+
+
+def _listen(value: Any, path: str) -> tuple[ListenAddress, ...]:
+    if isinstance(value, str):
+        value = [value]
+    addrs = _list(lambda v, p: parse_hostport(v, p, default_port=53))(value, path)
+    if not addrs:
+        raise _fail(path, "must list at least one address", value)
+    return addrs
+
+
+def _cidr(value: Any, path: str) -> str:
+    try:
+        return str(ipaddress.ip_network(str(value), strict=False))
+    except ValueError:
+        raise _fail(path, "must be a CIDR such as 10.0.0.0/8", value) from None
+
+
+def _upstream(value: Any, path: str) -> str:
+    """'ip', 'ip:port', '[v6]:port' or the path of a resolv.conf file."""
+    if not isinstance(value, str) or not value:
+        raise _fail(path, "must be an address or a resolv.conf path", value)
+    if value.startswith("/") or value.startswith("."):
+        return value
+    parse_hostport(value, path, default_port=53)
+    return value
+
+
+# ---------------------------------------------------------------- sections
+
+
+def _source(value: Any, path: str) -> Source:
+    data = _section(value, path, {"files", "kubernetes", "etcd"})
+    present = [k for k in ("files", "kubernetes", "etcd") if data.get(k) is not None]
+    if len(present) != 1:
+        raise _fail(path, "must name exactly one of files, kubernetes, etcd", dict(data))
+    kind = present[0]
+    sub = f"{path}.{kind}"
+    if kind == "files":
+        return FilesSource(Path(_str(data["files"], sub)))
+    if kind == "kubernetes":
+        k = _section(data["kubernetes"], sub, {"kubeconfig", "in_cluster"})
+        kubeconfig = _get(k, "kubeconfig", sub, _str, None)
+        in_cluster = _get(k, "in_cluster", sub, _bool, False)
+        if (kubeconfig is None) == (not in_cluster):
+            raise _fail(sub, "needs exactly one of kubeconfig or in_cluster: true", dict(k))
+        return KubernetesSource(kubeconfig=kubeconfig, in_cluster=in_cluster)
+    e = _section(data["etcd"], sub, {"endpoints", "prefix"})
+    d = EtcdSource()
+    endpoints = _get(e, "endpoints", sub, _list(_str), d.endpoints)
+    if not endpoints:
+        raise _fail(f"{sub}.endpoints", "must list at least one endpoint", [])
+    return EtcdSource(endpoints=endpoints, prefix=_get(e, "prefix", sub, _str, d.prefix))
+
+
+def _cluster(value: Any, path: str) -> ClusterConfig:
+    keys = {
+        "domain",
+        "reverse_zones",
+        "ttl",
+        "pods",
+        "endpoint_pod_names",
+        "ignore_empty_service",
+        "namespaces",
+        "fallthrough",
+        "source",
+    }
+    data = _section(value, path, keys)
+    d = ClusterConfig()
+    domain = _get(data, "domain", path, _domain, d.domain)
+    reverse = _get(data, "reverse_zones", path, _list(_domain), d.reverse_zones)
+    for i, zone in enumerate(reverse):
+        if not (zone.endswith("in-addr.arpa") or zone.endswith("ip6.arpa")):
+            raise _fail(f"{path}.reverse_zones[{i}]", "must be in-addr.arpa, ip6.arpa or a zone below them", zone)
+    fallthrough = _get(data, "fallthrough", path, _list(_domain), d.fallthrough)
+    return ClusterConfig(
+        domain=domain,
+        reverse_zones=reverse,
+        ttl=_get(data, "ttl", path, _int(0, 3600), d.ttl),
+        pods=_get(data, "pods", path, _choice("disabled", "insecure", "verified"), d.pods),
+        endpoint_pod_names=_get(data, "endpoint_pod_names", path, _bool, d.endpoint_pod_names),
+        ignore_empty_service=_get(data, "ignore_empty_service", path, _bool, d.ignore_empty_service),
+        namespaces=_get(data, "namespaces", path, _list(_k8s_name), d.namespaces),
+        fallthrough=fallthrough,
+        source=_get(data, "source", path, _source, d.source),
+    )
+
+
+def _forward(value: Any, path: str) -> ForwardConfig:
+    data = _section(value, path, {"upstreams", "policy", "timeout", "domains"})
+    d = ForwardConfig()
+    domains_raw = data.get("domains")
+    domains: list[tuple[str, tuple[str, ...]]] = []
+    if domains_raw is not None:
+        if not isinstance(domains_raw, Mapping):
+            raise _fail(f"{path}.domains", "must be a mapping of domain to upstream list", domains_raw)
+        for name, ups in domains_raw.items():
+            sub = f"{path}.domains.{name}"
+            domains.append((_domain(name, sub), _list(_upstream)(ups, sub)))
+    return ForwardConfig(
+        upstreams=_get(data, "upstreams", path, _list(_upstream), d.upstreams),
+        policy=_get(data, "policy", path, _choice("sequential", "random", "round_robin"), d.policy),
+        timeout=_get(data, "timeout", path, _float(0.0, 60.0), d.timeout),
+        domains=tuple(domains),
+    )
+
+
+def _cache(value: Any, path: str) -> CacheConfig:
+    data = _section(value, path, {"size", "success_ttl_max", "denial_ttl_max", "prefetch", "serve_stale"})
+    d = CacheConfig()
+    return CacheConfig(
+        size=_get(data, "size", path, _int(0, 10_000_000), d.size),
+        success_ttl_max=_get(data, "success_ttl_max", path, _int(0, 7 * 86400), d.success_ttl_max),
+        denial_ttl_max=_get(data, "denial_ttl_max", path, _int(0, 86400), d.denial_ttl_max),
+        prefetch=_get(data, "prefetch", path, _bool, d.prefetch),
+        serve_stale=_get(data, "serve_stale", path, _int(0, 7 * 86400), d.serve_stale),
+    )
+
+
+def _log(value: Any, path: str) -> LogConfig:
+    data = _section(value, path, {"level", "queries"})
+    d = LogConfig()
+    return LogConfig(
+        level=_get(data, "level", path, _choice("debug", "info", "warning", "error"), d.level),
+        queries=_get(data, "queries", path, _bool, d.queries),
+    )
+
+
+def _tcp(value: Any, path: str) -> TcpConfig:
+    data = _section(value, path, {"idle_timeout", "message_timeout", "max_connections", "max_pipeline"})
+    d = TcpConfig()
+    return TcpConfig(
+        idle_timeout=_get(data, "idle_timeout", path, _float(0.0, 3600.0), d.idle_timeout),
+        message_timeout=_get(data, "message_timeout", path, _float(0.0, 600.0), d.message_timeout),
+        max_connections=_get(data, "max_connections", path, _int(1, 100_000), d.max_connections),
+        max_pipeline=_get(data, "max_pipeline", path, _int(1, 10_000), d.max_pipeline),
+    )
+
+
+def _path(value: Any, path: str) -> Path:
+    return Path(_str(value, path))
+
+
+TOP_KEYS = {
+    "listen",
+    "workers",
+    "http",
+    "cluster",
+    "zones",
+    "forward",
+    "recursion",
+    "root_hints",
+    "cache",
+    "allow_recursion",
+    "log",
+    "tcp",
+}
+
+
+def parse_config(data: Any) -> Config:
+    """Validate a loaded YAML document and build the Config; raise ConfigError naming the key path."""
+    top = _section(data, "", TOP_KEYS)
+    d = Config()
+    http: ListenAddress | None = d.http
+    if "http" in top:
+        http = None if top["http"] in (None, "") else parse_hostport(top["http"], "http")
+    zones: Path | None = d.zones
+    if "zones" in top:
+        zones = None if top["zones"] in (None, "") else _path(top["zones"], "zones")
+    forward: ForwardConfig | None = d.forward
+    if "forward" in top:
+        forward = None if top["forward"] is None else _forward(top["forward"], "forward")
+    return Config(
+        listen=_get(top, "listen", "", _listen, d.listen),
+        workers=_get(top, "workers", "", _int(1, 64), d.workers),
+        http=http,
+        cluster=_get(top, "cluster", "", _cluster, d.cluster),
+        zones=zones,
+        forward=forward,
+        recursion=_get(top, "recursion", "", _choice("forward", "iterative", "off"), d.recursion),
+        root_hints=_get(top, "root_hints", "", _path, d.root_hints),
+        cache=_get(top, "cache", "", _cache, d.cache),
+        allow_recursion=_get(top, "allow_recursion", "", _list(_cidr), d.allow_recursion),
+        log=_get(top, "log", "", _log, d.log),
+        tcp=_get(top, "tcp", "", _tcp, d.tcp),
+    )
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config file; errors name the file and, for YAML errors, the line."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: not valid YAML: {problem}") from None
+    try:
+        return parse_config(data if data is not None else {})
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
+
+
+def with_overrides(
+    cfg: Config,
+    *,
+    listen: list[str] | None = None,
+    manifests: str | None = None,
+    domain: str | None = None,
+    http: str | None = None,
+    upstream: list[str] | None = None,
+    log_level: str | None = None,
+) -> Config:
+    """Apply command-line flags over a loaded config (validated like the file's keys)."""
+    if listen:
+        cfg = replace(cfg, listen=_listen(listen, "--listen"))
+    cluster = cfg.cluster
+    if manifests:
+        cluster = replace(cluster, source=FilesSource(Path(manifests)))
+    if domain:
+        cluster = replace(cluster, domain=_domain(domain, "--domain"))
+    cfg = replace(cfg, cluster=cluster)
+    if http is not None:
+        cfg = replace(cfg, http=None if http in ("", "off", "none") else parse_hostport(http, "--http"))
+    if upstream:
+        fwd = cfg.forward or ForwardConfig()
+        cfg = replace(cfg, forward=replace(fwd, upstreams=_list(_upstream)(upstream, "--upstream")))
+    if log_level:
+        cfg = replace(
+            cfg, log=replace(cfg.log, level=_choice("debug", "info", "warning", "error")(log_level, "--log-level"))
+        )
+    return cfg

@@ -1,0 +1,133 @@
+"""One query in, one reply out: the header check, the fast path, the chain, rendering, and the one place where
+exceptions become rcodes."""
+
+from __future__ import annotations
+
+import logging
+import struct
+from dataclasses import dataclass, field
+
+from dnsd.answer import AXFR, BADVERS, IXFR, NOTIMP, REFUSED, SERVFAIL, Answer, Tag
+from dnsd.chain import Chain
+from dnsd.errors import FormatError
+from dnsd.fastpath import Entry, FastTable
+from dnsd.render import finish, render, simple_reply
+from dnsd.store import Store
+from dnsd.wire import Query, Verdict, check_header, header_only, parse_query
+
+log = logging.getLogger(__name__)
+qlog = logging.getLogger("dnsd.query")
+
+_COUNTS_PLAIN = b"\x00\x01\x00\x00\x00\x00\x00\x00"
+_COUNTS_OPT = b"\x00\x01\x00\x00\x00\x00\x00\x01"
+TCP_LIMIT = 65535
+
+
+@dataclass(slots=True)
+class Counters:
+    queries: int = 0
+    fast_hits: int = 0
+    dropped: int = 0
+    formerr: int = 0
+    notimp: int = 0
+    servfail_internal: int = 0
+    by_rcode: dict[int, int] = field(default_factory=dict)
+
+
+class Engine:
+    def __init__(self, chain: Chain, store: Store, table: FastTable | None = None, log_queries: bool = False) -> None:
+        self.chain = chain
+        self.store = store
+        self.table = table if table is not None else FastTable()
+        self.counters = Counters()
+        self.log_queries = log_queries
+        store.subscribe(self._invalidate)
+
+    def _invalidate(self, tags: set[Tag]) -> None:
+        self.table.invalidate(tags)
+
+    def handle(self, data: bytes, tcp: bool = False) -> bytes | None:
+        """The reply for a datagram or TCP message, or None when nothing must be sent."""
+        self.counters.queries += 1
+        # Fast path: a lower-case question seen before, with the same header counts and no opcode/QR bits.
+        raw = (self.table.raw_tcp if tcp else self.table.raw_udp).get(data[12:])
+        if raw is not None and data[4:12] == raw[0] and not data[2] & 0xF8:
+            entry = self.table.entries.get(raw[1])
+            if entry is not None:
+                if entry.serial != self.store.serial:
+                    self._reserial(entry)
+                self.counters.fast_hits += 1
+                return data[:2] + bytes((entry.flags2 | (data[2] & 0x01), entry.flags3 | (data[3] & 0x10))) + entry.tail
+        try:
+            return self._slow(data, tcp)
+        except Exception:
+            # The one place where an unexpected exception becomes an rcode (design: error map).
+            self.counters.servfail_internal += 1
+            log.exception("internal error answering a query; replied SERVFAIL")
+            try:
+                return simple_reply(parse_query(data), SERVFAIL)
+            except Exception:
+                return None
+
+    def _reserial(self, entry: Entry) -> None:
+        """The SOA serial moved on: patch it into the stored reply once, not per query."""
+        entry.serial = self.store.serial
+        r = entry.rendered
+        if r.serial_at >= 0:
+            buf = bytearray(r.data)
+            struct.pack_into("!I", buf, r.serial_at, entry.serial)
+            entry.tail = bytes(buf[4:])
+
+    def _slow(self, data: bytes, tcp: bool) -> bytes | None:
+        verdict = check_header(data)
+        if verdict is Verdict.DROP:
+            self.counters.dropped += 1
+            return None
+        if verdict is not Verdict.OK:
+            if verdict is Verdict.FORMERR:
+                self.counters.formerr += 1
+            else:
+                self.counters.notimp += 1
+            return header_only(data, verdict)
+        try:
+            q = parse_query(data)
+        except FormatError as exc:
+            self.counters.formerr += 1
+            log.debug("FORMERR: %s", exc)
+            return header_only(data, Verdict.FORMERR)
+        if q.edns is not None and q.edns.version > 0:
+            return simple_reply(q, BADVERS)  # RFC 6891 6.1.3
+        if q.qtype in (AXFR, IXFR):
+            # Zone transfers: not over UDP (NOTIMP); over TCP not configured (REFUSED).
+            return simple_reply(q, REFUSED if tcp else NOTIMP)
+        limit = TCP_LIMIT if tcp else (min(q.edns.payload, 1232) if q.edns is not None else 512)
+        key = q.key_question + _variant(q, limit)
+        entry = self.table.get(key)
+        if entry is None:
+            ans = self.chain.resolve(q)
+            self._count(ans)
+            if self.log_queries:
+                qlog.info("%s %s %d %s", q.name_text, q.qtype, ans.rcode, ans.source)
+            if ans.answer or ans.authority or ans.additional or ans.aa:
+                rendered = render(q, ans, limit)
+                if ans.cacheable:
+                    entry = self.table.put(key, rendered, ans.tags, self.store.serial)
+                else:
+                    return finish(rendered, data, self.store.serial)
+            else:
+                return simple_reply(q, ans.rcode)
+        elif entry.serial != self.store.serial:
+            self._reserial(entry)
+        if q.qname_wire == q.qname_wire.lower():
+            self.table.remember_raw(tcp, data[12:], data[4:12], key)
+        return finish(entry.rendered, data, self.store.serial)
+
+    def _count(self, ans: Answer) -> None:
+        self.counters.by_rcode[ans.rcode] = self.counters.by_rcode.get(ans.rcode, 0) + 1
+
+
+def _variant(q: Query, limit: int) -> bytes:
+    """The EDNS variant of a key: no EDNS, or EDNS with DO; plus the size limit the reply was cut to."""
+    if q.edns is None:
+        return struct.pack("!BH", 0, limit)
+    return struct.pack("!BH", 2 if q.edns.do else 1, limit)

@@ -1,0 +1,431 @@
+"""Kubernetes DNS records (spec 1.1.0) answered as CoreDNS's kubernetes plugin answers them.
+
+Section numbers in comments refer to ../shared/docs/k8s-dns-spec.md (the spec digest).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from dnsd.answer import (
+    AAAA,
+    ANY,
+    CNAME,
+    NOERROR,
+    NS,
+    NXDOMAIN,
+    PTR,
+    RR,
+    SERVFAIL,
+    SOA,
+    SRV,
+    TXT,
+    A,
+    Answer,
+    Labels,
+    Tag,
+)
+from dnsd.config import ClusterConfig
+from dnsd.model import Service
+from dnsd.store import ReadyAddress, Store
+
+DNS_VERSION_TTL = 28800  # spec 3.1: always 28800 whatever `ttl` says
+MAX_CNAME_CHAIN = 8  # in-zone ExternalName chains longer than this are SERVFAIL (CoreDNS file plugin limit)
+SOA_REFRESH, SOA_RETRY, SOA_EXPIRE = 7200, 1800, 86400  # spec 3.7
+
+
+def labels_of(name: str) -> Labels:
+    return tuple(name.lower().strip(".").split(".")) if name.strip(".") else ()
+
+
+@dataclass(slots=True)
+class _Item:
+    """One (address, port) pair of a lookup, before de-duplication (spec 3.3: N counts these)."""
+
+    target: Labels
+    address: str
+    port: int
+    priority: int = 0
+
+
+class _Loop(Exception):
+    """An in-zone CNAME chain looped or grew past MAX_CNAME_CHAIN."""
+
+
+class ClusterRecords:
+    """Answers every name in the cluster domain and the configured reverse zones from the store."""
+
+    def __init__(self, cfg: ClusterConfig, store: Store, server_ips: Iterable[str] = ()) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.domain: Labels = labels_of(cfg.domain)
+        self.reverse: list[Labels] = [labels_of(z) for z in cfg.reverse_zones]
+        # Longest zone first: a query matches the longest configured zone (CoreDNS Zones.Matches).
+        self.zones: list[Labels] = sorted([self.domain, *self.reverse], key=len, reverse=True)
+        self.fallthrough: list[Labels] = [labels_of(z) for z in cfg.fallthrough]
+        self.server_ips = [str(ipaddress.ip_address(ip)) for ip in server_ips]
+        self.ttl = cfg.ttl
+
+    # ------------------------------------------------------------ entry point
+
+    def zone_of(self, name: Labels) -> Labels | None:
+        for zone in self.zones:
+            if name[len(name) - len(zone) :] == zone or not zone:
+                return zone
+        return None
+
+    def lookup(self, name: Labels, qtype: int) -> Answer | None:
+        """The answer for a lower-case name, or None when the name is not ours (or falls through)."""
+        zone = self.zone_of(name)
+        if zone is None:
+            return None
+        tags: set[Tag] = set()
+        try:
+            ans = self._lookup(name, qtype, zone, tags, ())
+        except _Loop:
+            ans = Answer(SERVFAIL, zone=zone, cacheable=False)
+        if ans.rcode == NXDOMAIN:
+            if any(name[len(name) - len(z) :] == z for z in self.fallthrough):
+                return None  # spec 5.6: only NXDOMAIN falls through, never NODATA
+            if not self.store.synced:
+                # Before the first sync an absent name may exist: SERVFAIL with the SOA, never NXDOMAIN.
+                ans = Answer(SERVFAIL, cacheable=False)
+        negative = ans.rcode == NXDOMAIN or (ans.rcode == NOERROR and not ans.answer)
+        if (negative or (ans.rcode == SERVFAIL and not self.store.synced)) and not ans.authority:
+            ans.authority = [self.soa(zone)]  # RFC 2308 3: the SOA on every negative answer
+        if not self.store.synced:
+            ans.cacheable = False
+        ans.zone = zone
+        ans.tags = frozenset(tags)
+        return ans
+
+    def _lookup(self, name: Labels, qtype: int, zone: Labels, tags: set[Tag], chain: tuple[Labels, ...]) -> Answer:
+        rel = name[: len(name) - len(zone)]
+        if zone != self.domain:
+            return self._reverse(rel, qtype, zone, tags)
+        if not rel:
+            return self._apex(qtype, zone, tags)
+        if rel == ("dns-version",):
+            # spec 3.1; any other type is NXDOMAIN (CoreDNS quirk, spec section 4)
+            if qtype == TXT:
+                return Answer(NOERROR, [RR(name, TXT, DNS_VERSION_TTL, ("1.1.0",))])
+            return self._nx()
+        if rel == ("ns", "dns"):
+            return self._ns_dns(name, qtype, tags)
+        kind = rel[-1]
+        if kind == "svc":
+            return self._svc(name, rel[:-1], qtype, zone, tags, chain)
+        if kind == "pod":
+            return self._pod(name, rel[:-1], qtype, tags)
+        return self._nx()
+
+    # ------------------------------------------------------------ helpers
+
+    def _nx(self) -> Answer:
+        return Answer(NXDOMAIN)
+
+    def _nodata(self) -> Answer:
+        return Answer(NOERROR)
+
+    def soa(self, zone: Labels) -> RR:
+        """spec 3.7: `<zone> min(ttl,300) SOA ns.dns.<zone> hostmaster.<zone> serial 7200 1800 86400 ttl`."""
+        return RR(
+            zone,
+            SOA,
+            min(self.ttl, 300),
+            (
+                ("ns", "dns", *zone),
+                ("hostmaster", *zone),
+                self.store.serial,
+                SOA_REFRESH,
+                SOA_RETRY,
+                SOA_EXPIRE,
+                self.ttl,
+            ),
+        )
+
+    def exposed(self, ns: str) -> bool:
+        """spec 2.4: listed in `namespaces` (or no list) and a Namespace object exists."""
+        return (not self.cfg.namespaces or ns in self.cfg.namespaces) and ns in self.store.namespaces
+
+    def endpoint_name(self, item: ReadyAddress) -> str:
+        """spec 2.3: hostname, then (endpoint_pod_names) the pod name under 64 chars, then the dashed IP."""
+        ep = item.endpoint
+        if ep.hostname:
+            return ep.hostname
+        if self.cfg.endpoint_pod_names and ep.pod_name and len(ep.pod_name) < 64:
+            return ep.pod_name.lower()
+        return dashed(item.address)
+
+    def _addr_rr(self, owner: Labels, address: str) -> RR:
+        return RR(owner, AAAA if ":" in address else A, self.ttl, (address,))
+
+    # ------------------------------------------------------------ apex
+
+    def _apex(self, qtype: int, zone: Labels, tags: set[Tag]) -> Answer:
+        if qtype == SOA:
+            return Answer(NOERROR, [self.soa(zone)])
+        if qtype == NS:
+            tags.add(("apex",))
+            ns_names = self._ns_names(zone)
+            ans = Answer(NOERROR, [RR(zone, NS, self.ttl, (target,)) for target in ns_names])
+            for target, addrs in ns_names.items():
+                ans.additional += [self._addr_rr(target, a) for a in addrs]
+            return ans
+        if qtype == TXT:
+            return self._nx()  # CoreDNS quirk: TXT at the apex is NXDOMAIN (spec 3.7)
+        return self._nodata()
+
+    def _ns_names(self, zone: Labels) -> dict[Labels, list[str]]:
+        """spec 3.7 nsAddrs: the services whose endpoints hold one of our own IPs, else ns.dns.<zone>."""
+        out: dict[Labels, list[str]] = {}
+        for ip in self.server_ips:
+            for svc, item in self.store.endpoints_with_ip(ip):
+                if not self.exposed(svc.namespace):
+                    continue
+                base = (svc.name, svc.namespace, "svc", *zone)
+                if svc.headless:
+                    out.setdefault((self.endpoint_name(item), *base), []).append(item.address)
+                else:
+                    out.setdefault(base, [])
+                    for cip in svc.cluster_ips:
+                        if cip not in out[base]:
+                            out[base].append(cip)
+        if not out:
+            out[("ns", "dns", *zone)] = list(self.server_ips)
+        return out
+
+    def _ns_dns(self, name: Labels, qtype: int, tags: set[Tag]) -> Answer:
+        tags.add(("apex",))
+        addrs = [a for a in self.server_ips if (":" in a) == (qtype == AAAA)]
+        if qtype in (A, AAAA, ANY):
+            return Answer(NOERROR, [self._addr_rr(name, a) for a in addrs])
+        return self._nodata()
+
+    # ------------------------------------------------------------ services
+
+    def _svc(
+        self, name: Labels, rel: Labels, qtype: int, zone: Labels, tags: set[Tag], chain: tuple[Labels, ...]
+    ) -> Answer:
+        if not rel:  # svc.<zone>: an empty non-terminal
+            return self._nx() if qtype == TXT else self._nodata()
+        ns = rel[-1]
+        if not self.exposed(ns):
+            return self._nx()
+        if len(rel) == 1:  # <ns>.svc.<zone>
+            return self._nx() if qtype == TXT else self._nodata()
+        svc_name = rel[-2]
+        tags.add(("svc", ns, svc_name))
+        svc = self.store.services.get((ns, svc_name))
+        if svc is None:
+            return self._nx()
+        below = rel[:-2]
+        if len(below) > 2:
+            return self._nx()  # spec section 1: too many labels
+        if svc.external_name:
+            if below:
+                return self._nx()  # nothing below an ExternalName resolves (spec 3.6)
+            return self._external(name, svc, qtype, zone, tags, chain)
+        items = self._service_items(svc, below, zone)
+        if items is None:
+            return self._nx()
+        return self._from_items(name, svc, items, qtype, zone)
+
+    def _service_items(self, svc: Service, below: Labels, zone: Labels) -> list[_Item] | None:
+        """The (address, port) items a name selects, or None when the name does not exist."""
+        base = (svc.name, svc.namespace, "svc", *zone)
+        ready = self.store.ready_addresses(svc.namespace, svc.name)
+        if svc.headless or len(below) == 1:
+            # Headless services, and endpoint names under any service (CoreDNS extension, spec 3.4).
+            chosen = ready
+            if len(below) == 1:
+                chosen = [r for r in ready if self.endpoint_name(r) == below[0]]
+            if not chosen:
+                return None  # spec 3.4: no ready endpoint (or no such endpoint) is NXDOMAIN
+            items = [_Item((self.endpoint_name(r), *base), r.address, p.port) for r in chosen for p in r.slice.ports]
+            if len(below) == 2:
+                items = self._by_port(items, chosen, below, base)
+                if not items:
+                    return None
+            return items
+        if self.cfg.ignore_empty_service and not ready:
+            return None  # spec 5.7
+        ports = [(p.name, p.protocol, p.port) for p in svc.ports] or [("", "tcp", -1)]
+        if len(below) == 2:
+            pname, proto = below[0].removeprefix("_"), below[1].removeprefix("_")
+            ports = [p for p in ports if p[0] == pname and p[1] == proto and p[2] != -1]
+            if not ports:
+                return None
+        return [_Item(base, ip, port) for _, _, port in ports for ip in svc.cluster_ips]
+
+    def _by_port(self, items: list[_Item], chosen: list[ReadyAddress], below: Labels, base: Labels) -> list[_Item]:
+        pname, proto = below[0].removeprefix("_"), below[1].removeprefix("_")
+        return [
+            _Item((self.endpoint_name(r), *base), r.address, p.port)
+            for r in chosen
+            for p in r.slice.ports
+            if p.name == pname and p.protocol == proto and p.port != -1
+        ]
+
+    def _from_items(self, name: Labels, svc: Service, items: list[_Item], qtype: int, zone: Labels) -> Answer:
+        if qtype in (A, AAAA, ANY):
+            want = {A: (False,), AAAA: (True,), ANY: (False, True)}[qtype]
+            seen: set[str] = set()
+            rrs: list[RR] = []
+            for it in items:
+                if (":" in it.address) in want and it.address not in seen:
+                    seen.add(it.address)
+                    rrs.append(self._addr_rr(name, it.address))
+            return Answer(NOERROR, rrs)
+        if qtype == SRV:
+            return self._srv(name, items)
+        return self._nodata()
+
+    def _srv(self, name: Labels, items: list[_Item]) -> Answer:
+        """spec 3.3: priority 0, weight max(1, floor(100/N)) with N counted before de-duplication,
+        then one record per distinct (target, port) and one glue record per distinct (target, address)."""
+        if not items:
+            return self._nodata()
+        weight = max(1, 100 // len(items))
+        ans = Answer(NOERROR)
+        seen_srv: set[tuple[Labels, int]] = set()
+        seen_glue: set[tuple[Labels, str]] = set()
+        for it in items:
+            if it.port == -1:
+                continue
+            if (it.target, it.port) not in seen_srv:
+                seen_srv.add((it.target, it.port))
+                ans.answer.append(RR(name, SRV, self.ttl, (0, weight, it.port, it.target)))
+            if (it.target, it.address) not in seen_glue:
+                seen_glue.add((it.target, it.address))
+                ans.additional.append(self._addr_rr(it.target, it.address))
+        if not ans.answer:
+            ans.additional = []
+        return ans
+
+    def _external(
+        self, name: Labels, svc: Service, qtype: int, zone: Labels, tags: set[Tag], chain: tuple[Labels, ...]
+    ) -> Answer:
+        """spec 3.6: CNAME, chased locally when the target is in a zone we serve."""
+        try:
+            ipaddress.ip_address(svc.external_name)
+            return self._nx()  # an IP-like externalName is ignored (CoreDNS quirk)
+        except ValueError:
+            pass
+        target = labels_of(svc.external_name)
+        cname = RR(name, CNAME, self.ttl, (target,))
+        if qtype == CNAME:
+            return Answer(NOERROR, [cname])
+        if qtype not in (A, AAAA, ANY):
+            return self._nodata()  # SRV, TXT and others: NODATA without the CNAME
+        if target == name:
+            return self._nodata()  # `x CNAME x` is skipped
+        chain = (*chain, name)
+        target_zone = self.zone_of(target)
+        if target_zone is None:
+            # Out of our zones: the CNAME alone until forwarding arrives (a resolver chases it).
+            return Answer(NOERROR, [cname])
+        if target in chain or len(chain) >= MAX_CNAME_CHAIN:
+            raise _Loop
+        rest = self._lookup(target, qtype, target_zone, tags, chain)
+        # RFC 6604: the rcode is that of the last name in the chain; the SOA belongs to the target's zone.
+        if rest.rcode == NXDOMAIN or (rest.rcode == NOERROR and not rest.answer):
+            rest.authority = rest.authority or [self.soa(target_zone)]
+        return Answer(rest.rcode, [cname, *rest.answer], rest.authority, rest.additional)
+
+    # ------------------------------------------------------------ pods
+
+    def _pod(self, name: Labels, rel: Labels, qtype: int, tags: set[Tag]) -> Answer:
+        """spec 3.8: `<dashed-ip>.<ns>.pod.<zone>` in insecure or verified mode."""
+        if not rel:
+            return self._nodata()  # pod.<zone> is NODATA in every mode
+        if self.cfg.pods == "disabled" or len(rel) > 2:
+            return self._nx()
+        ns = rel[-1]
+        if not self.exposed(ns):
+            return self._nx()
+        if len(rel) == 1:
+            return self._nodata()
+        ip = undash(rel[0])
+        if ip is None:
+            return self._nx()
+        if self.cfg.pods == "verified":
+            tags.add(("pod", ns))
+            if not self.store.pod_has_ip(ns, ip):
+                return self._nx()
+        if (qtype in (A, AAAA, ANY) and (":" in ip) == (qtype == AAAA)) or qtype == ANY:
+            return Answer(NOERROR, [self._addr_rr(name, ip)])
+        return self._nodata()
+
+    # ------------------------------------------------------------ reverse
+
+    def _reverse(self, rel: Labels, qtype: int, zone: Labels, tags: set[Tag]) -> Answer:
+        """spec 3.5: PTR for ClusterIPs (first service) and ready endpoint IPs (one per service and name)."""
+        if not rel:
+            if qtype == SOA:
+                return Answer(NOERROR, [self.soa(zone)])
+            if qtype == NS:
+                return Answer(NOERROR, [RR(zone, NS, self.ttl, (("ns", "dns", *zone),))])
+            return self._nodata()
+        ip = reverse_to_ip((*rel, *zone))
+        if ip is None:
+            return self._nx()
+        tags.add(("ip", ip))
+        targets: list[Labels] = []
+        for svc in self.store.services_with_cluster_ip(ip):
+            if self.exposed(svc.namespace):
+                targets.append((svc.name, svc.namespace, "svc", *self.domain))
+                break
+        if not targets:
+            for svc, item in self.store.endpoints_with_ip(ip):
+                if not self.exposed(svc.namespace):
+                    continue
+                target = (self.endpoint_name(item), svc.name, svc.namespace, "svc", *self.domain)
+                if target not in targets:
+                    targets.append(target)
+        if not targets:
+            return self._nx()
+        if qtype != PTR:
+            return self._nodata()
+        name = (*rel, *zone)
+        return Answer(NOERROR, [RR(name, PTR, self.ttl, (t,)) for t in targets])
+
+
+# ---------------------------------------------------------------- name helpers
+
+
+def dashed(address: str) -> str:
+    """spec 2.3: 10.11.12.13 -> 10-11-12-13; IPv6 colons to dashes, a trailing '-' gets a '0'."""
+    if ":" in address:
+        out = address.lower().replace(":", "-")
+        return out + "0" if out.endswith("-") else out
+    return address.replace(".", "-")
+
+
+def undash(label: str) -> str | None:
+    """spec 3.8: exactly 3 dashes and no '--' is IPv4, otherwise IPv6; None if it is not an IP."""
+    text = label.replace("-", ".") if label.count("-") == 3 and "--" not in label else label.replace("-", ":")
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
+def reverse_to_ip(name: Labels) -> str | None:
+    """`d.c.b.a.in-addr.arpa` or 32 nibbles under `ip6.arpa` to canonical IP text; None otherwise."""
+    if name[-2:] == ("in-addr", "arpa"):
+        octets = name[:-2]
+        if len(octets) != 4 or not all(o.isdigit() and len(o) <= 3 and int(o) <= 255 for o in octets):
+            return None
+        if any(len(o) > 1 and o.startswith("0") for o in octets):
+            return None
+        return ".".join(reversed(octets))
+    if name[-2:] == ("ip6", "arpa"):
+        nibbles = name[:-2]
+        if len(nibbles) != 32 or not all(len(n) == 1 and n in "0123456789abcdef" for n in nibbles):
+            return None
+        hexstr = "".join(reversed(nibbles))
+        return str(ipaddress.IPv6Address(int(hexstr, 16)))
+    return None

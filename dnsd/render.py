@@ -1,0 +1,186 @@
+"""Writing answers to the wire with compression we control, so one rendering serves every spelling of a name.
+
+Owner names equal to the question are pointers to offset 12 and names inside the zone point at the zone part of
+the question; so a template rendered for the lower-cased question answers a mixed-case one once the question bytes
+are copied in (RFC 4343: the answer is spelled as asked). SRV targets must not be compressed (RFC 2782), so their
+zone part is written out and its offsets are recorded for the same patch.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from dataclasses import dataclass
+
+from dnsd.answer import AAAA, CLASS_IN, CNAME, NS, OPT, PTR, RR, SOA, SRV, TXT, A, Answer, Labels
+from dnsd.wire import EDNS_PAYLOAD, Query
+
+_RR_FIXED = struct.Struct("!HHIH")
+FLAG_QR, FLAG_AA, FLAG_TC = 0x8000, 0x0400, 0x0200
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A reply for the lower-cased question; per query the ID, RD and CD bits and the question's spelling
+    are copied in (see finish)."""
+
+    data: bytes
+    qname_len: int
+    zone_len: int  # octets of the zone part of the question name, root included (0: no zone)
+    zone_patches: tuple[int, ...]  # offsets of uncompressed copies of the zone name
+    serial_at: int  # offset of the SOA serial, -1 if none
+    truncated: bool
+
+
+def opt_record(do: bool, ext_rcode: int = 0) -> bytes:
+    """Our OPT RR: root owner, payload 1232, version 0, DO copied, no options (RFC 6891 6.1.2)."""
+    return b"\x00" + _RR_FIXED.pack(OPT, EDNS_PAYLOAD, (ext_rcode << 24) | (0x8000 if do else 0), 0)
+
+
+class _Writer:
+    def __init__(self, qname_wire: bytes, labels: Labels, zone: Labels | None) -> None:
+        self.buf = bytearray()
+        self.compress: dict[Labels, int] = {}
+        self.zone_patches: list[int] = []
+        self.serial_at = -1
+        self.zone = zone
+        # The question name: the whole name at 12, and the zone's suffixes inside it (the other suffixes are
+        # not seeded, so synthesised names keep their own lower-case spelling, as CoreDNS writes them).
+        self.compress[labels] = 12
+        if zone is not None and labels[len(labels) - len(zone) :] == zone:
+            off = 12
+            for i in range(len(labels)):
+                suffix = labels[i:]
+                if len(suffix) <= len(zone):
+                    self.compress.setdefault(suffix, off)
+                off += len(labels[i]) + 1
+
+    def name(self, labels: Labels, compress: bool = True, base: int = 0) -> None:
+        """Write a name; base is where self.buf starts in the message."""
+        for i in range(len(labels)):
+            suffix = labels[i:]
+            ptr = self.compress.get(suffix) if compress else None
+            if ptr is not None:
+                self.buf += struct.pack("!H", 0xC000 | ptr)
+                return
+            pos = base + len(self.buf)
+            if not compress and self.zone and suffix == self.zone:
+                self.zone_patches.append(pos)
+            if pos < 0x3FFF and suffix not in self.compress:
+                self.compress[suffix] = pos
+            raw = labels[i].encode("latin-1")
+            self.buf.append(len(raw))
+            self.buf += raw
+        self.buf.append(0)
+
+    def rr(self, rr: RR, base: int) -> None:
+        self.name(rr.name, base=base)
+        fixed_at = len(self.buf)
+        self.buf += _RR_FIXED.pack(rr.rtype, CLASS_IN, rr.ttl, 0)
+        start = len(self.buf)
+        t = rr.rtype
+        d = rr.rdata
+        if t in (A, AAAA):
+            self.buf += ipaddress.ip_address(str(d[0])).packed
+        elif t in (CNAME, PTR, NS):
+            self.name(_labels(d[0]), base=base)
+        elif t == SRV:
+            self.buf += struct.pack("!HHH", int(str(d[0])), int(str(d[1])), int(str(d[2])))
+            self.name(_labels(d[3]), compress=False, base=base)
+        elif t == SOA:
+            self.name(_labels(d[0]), base=base)
+            self.name(_labels(d[1]), base=base)
+            self.serial_at = base + len(self.buf)
+            self.buf += struct.pack("!IIIII", *(int(str(v)) for v in d[2:7]))
+        elif t == TXT:
+            for s in d:
+                raw = str(s).encode()
+                self.buf.append(len(raw))
+                self.buf += raw
+        else:
+            raise ValueError(f"cannot render RR type {t}")
+        struct.pack_into("!H", self.buf, fixed_at + 8, len(self.buf) - start)
+
+
+def _labels(v: object) -> Labels:
+    assert isinstance(v, tuple)
+    return v
+
+
+def render(q: Query, ans: Answer, limit: int) -> Rendered:
+    """The reply for q's lower-cased question, cut to `limit` octets (UDP) by whole records.
+
+    Records that do not fit are dropped; TC is set when an answer or authority record was dropped, not for
+    optional additional records (RFC 2181 9). The OPT record is always kept (RFC 6891 7)."""
+    qlen = len(q.qname_wire)
+    question = q.qname_wire.lower() + q.data[12 + qlen : 16 + qlen]
+    w = _Writer(q.qname_wire, q.labels, ans.zone)
+    base = 12 + len(question)
+    ends: list[tuple[int, int]] = []  # (section, end offset in the message)
+    for section, rrs in enumerate((ans.answer, ans.authority, ans.additional)):
+        for rr in rrs:
+            w.rr(rr, base)
+            ends.append((section, base + len(w.buf)))
+    opt = opt_record(q.edns.do) if q.edns is not None else b""
+    counts = [len(ans.answer), len(ans.authority), len(ans.additional)]
+    body = bytes(w.buf)
+    truncated = False
+    if base + len(body) + len(opt) > limit:
+        keep = 0
+        for _section, end in ends:
+            if end + len(opt) > limit:
+                break
+            keep += 1
+        cut_section = ends[keep][0]
+        truncated = cut_section < 2
+        body = body[: (ends[keep - 1][1] - base) if keep else 0]
+        counts = [0, 0, 0]
+        for section, _ in ends[:keep]:
+            counts[section] += 1
+    flags = FLAG_QR | (ans.rcode & 0x0F)
+    if ans.aa:
+        flags |= FLAG_AA
+    if truncated:
+        flags |= FLAG_TC
+    header = struct.pack("!HHHHHH", 0, flags, 1, counts[0], counts[1], counts[2] + (1 if opt else 0))
+    data = header + question + body + opt
+    end = len(header) + len(question) + len(body)
+    zone_len = 0
+    if ans.zone is not None:
+        zone_len = sum(len(lab) + 1 for lab in ans.zone) + 1
+        if q.labels[len(q.labels) - len(ans.zone) :] != ans.zone:
+            zone_len = 0
+    patches = tuple(p for p in w.zone_patches if p + zone_len <= end) if zone_len else ()
+    serial_at = w.serial_at if w.serial_at + 4 <= end else -1
+    return Rendered(data, qlen, zone_len, patches, serial_at, truncated)
+
+
+def finish(r: Rendered, query: bytes, serial: int) -> bytes:
+    """The rendered reply for this query: its ID, RD and CD bits, its spelling, the current SOA serial."""
+    out = bytearray(r.data)
+    out[0:2] = query[0:2]
+    out[2] |= query[2] & 0x01  # RD copied (RFC 1035 4.1.1)
+    out[3] |= query[3] & 0x10  # CD copied (RFC 4035 3.1.6); AD is never set
+    qname = query[12 : 12 + r.qname_len]
+    if qname != r.data[12 : 12 + r.qname_len]:
+        out[12 : 12 + r.qname_len] = qname
+        if r.zone_len:
+            zone = qname[r.qname_len - r.zone_len :]
+            for off in r.zone_patches:
+                out[off : off + r.zone_len] = zone
+    if r.serial_at >= 0:
+        struct.pack_into("!I", out, r.serial_at, serial)
+    return bytes(out)
+
+
+def simple_reply(q: Query, rcode: int, *, aa: bool = False) -> bytes:
+    """A reply with the question and no records (REFUSED, SERVFAIL, NOTIMP...), OPT when the query had one.
+    Extended rcodes (BADVERS) go in the OPT record (RFC 6891 6.1.3)."""
+    qlen = len(q.qname_wire)
+    question = q.data[12 : 16 + qlen]
+    opt = opt_record(q.edns.do, rcode >> 4) if q.edns is not None else b""
+    flags = FLAG_QR | (rcode & 0x0F) | (q.flags & 0x0100) | (q.flags & 0x0010)
+    if aa:
+        flags |= FLAG_AA
+    header = struct.pack("!HHHHHH", q.id, flags, 1, 0, 0, 1 if opt else 0)
+    return header + question + opt

@@ -1,0 +1,1 @@
+"""Where cluster objects come from: one interface per backend (files now; the Kubernetes API and etcd later)."""

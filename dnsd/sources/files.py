@@ -1,0 +1,260 @@
+"""The `files` source: a watched directory of Kubernetes manifests (YAML or JSON, multi-document, kind: List).
+
+Every change is applied as one batch, so answers always come from one consistent snapshot. A file that does not
+parse, or holds an invalid object, is reported once with its path, line and reason, and the objects it held
+before keep serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dnsd.errors import ManifestError
+from dnsd.model import KubeObject, object_from, object_key
+from dnsd.store import ObjectKey, Store
+
+log = logging.getLogger(__name__)
+
+SUFFIXES = (".yaml", ".yml", ".json")
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+Signature = tuple[int, int, int, str]  # mtime_ns, size, inode, real path
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    objects: tuple[tuple[KubeObject, int], ...] | None  # (object, line); None when the file is bad
+    error: str = ""
+
+
+def manifest_files(root: Path) -> Iterator[Path]:
+    """Every manifest below root, in sorted order; names starting with '.' are skipped (editor files and the
+    ConfigMap volume's ..data / ..<timestamp> directories, whose files are reached through the top-level links)."""
+    if not root.is_dir():
+        return
+    stack = [root]
+    while stack:
+        d = stack.pop()
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name, reverse=True)
+        except OSError:
+            continue
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            path = Path(e.path)
+            try:
+                if e.is_dir():
+                    stack.append(path)
+                elif e.name.endswith(SUFFIXES) and e.is_file():
+                    yield path
+            except OSError:
+                continue
+
+
+def signature(path: Path) -> Signature | None:
+    try:
+        st = path.stat()
+        return (st.st_mtime_ns, st.st_size, st.st_ino, os.path.realpath(path))
+    except OSError:
+        return None
+
+
+def parse_file(path: Path) -> Parsed:
+    """Read one file; every object must be valid or the whole file counts as bad."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return Parsed(None, f"{path}: cannot read: {exc}")
+    try:
+        docs = list(_documents(text))
+    except yaml.YAMLError as exc:
+        if path.suffix == ".json":
+            try:
+                docs = [(json.loads(text), [1])]
+            except json.JSONDecodeError as jexc:
+                return Parsed(None, f"{path}:{jexc.lineno}: not valid JSON: {jexc.msg}")
+        else:
+            mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+            where = f":{mark.line + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc)
+            return Parsed(None, f"{path}{where}: not valid YAML: {problem}")
+    out: list[tuple[KubeObject, int]] = []
+    for data, lines in docs:
+        if data is None:
+            continue
+        if not isinstance(data, Mapping):
+            return Parsed(None, f"{path}:{lines[0]}: a manifest must be a mapping, not {type(data).__name__}")
+        items: list[tuple[Any, int]]
+        kind_hint: str
+        if isinstance(data.get("kind"), str) and data["kind"].endswith("List") and "items" in data:
+            raw_items = data.get("items") or []
+            if not isinstance(raw_items, list):
+                return Parsed(None, f"{path}:{lines[0]}: items must be a list")
+            item_lines = lines[1:] + [lines[0]] * (len(raw_items) - len(lines) + 1)
+            items = list(zip(raw_items, item_lines, strict=False))
+            kind_hint = data["kind"][: -len("List")]
+        else:
+            items = [(data, lines[0])]
+            kind_hint = ""
+        for item, line in items:
+            if not isinstance(item, Mapping):
+                return Parsed(None, f"{path}:{line}: a list item must be a mapping")
+            if "kind" not in item and kind_hint:
+                # `kubectl get services -o yaml` prints a ServiceList whose items carry no kind.
+                item = {**item, "kind": kind_hint}
+            try:
+                obj = object_from(item)
+            except ManifestError as exc:
+                return Parsed(None, f"{path}:{line}: {exc}")
+            if obj is not None:
+                out.append((obj, line))
+    return Parsed(tuple(out))
+
+
+def _documents(text: str) -> Iterator[tuple[Any, list[int]]]:
+    """(document, [line of the document, lines of its `items` entries...]) with 1-based lines."""
+    loader = _Loader(text)
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            lines = [node.start_mark.line + 1]
+            if isinstance(node, yaml.MappingNode):
+                for key, value in node.value:
+                    if getattr(key, "value", None) == "items" and isinstance(value, yaml.SequenceNode):
+                        lines += [n.start_mark.line + 1 for n in value.value]
+            yield loader.construct_document(node), lines
+    finally:
+        loader.dispose()
+
+
+class FileSource:
+    """Keeps the store equal to the merge of every good file: later files (in sorted path order) win."""
+
+    def __init__(self, root: Path, store: Store, *, step_ms: int = 10, rescan_s: float = 10.0) -> None:
+        self.root = root
+        self.store = store
+        self.step_ms = step_ms
+        self.rescan_s = rescan_s
+        self.files: dict[Path, tuple[Signature, tuple[tuple[KubeObject, int], ...]]] = {}
+        self.bad: dict[Path, Signature] = {}  # files whose current content failed, reported once
+        self.merged: dict[ObjectKey, tuple[KubeObject, Path]] = {}
+        self.reload_errors = 0
+        self._warned_dupes: set[tuple[ObjectKey, Path, Path]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+
+    # ------------------------------------------------------------ scanning
+
+    def _scan(self) -> tuple[dict[Path, Signature], dict[Path, Parsed]]:
+        """Runs off the loop: list the files, parse those whose signature changed."""
+        sigs: dict[Path, Signature] = {}
+        parsed: dict[Path, Parsed] = {}
+        for path in manifest_files(self.root):
+            sig = signature(path)
+            if sig is None:
+                continue
+            sigs[path] = sig
+            known = self.files.get(path)
+            if (known is not None and known[0] == sig) or self.bad.get(path) == sig:
+                continue
+            parsed[path] = parse_file(path)
+        return sigs, parsed
+
+    def _apply(self, sigs: dict[Path, Signature], parsed: dict[Path, Parsed]) -> int:
+        """Runs on the loop: fold the scan into the file table and apply the difference to the store."""
+        for path in list(self.files):
+            if path not in sigs:
+                del self.files[path]
+                log.info("%s: removed; its objects are withdrawn", path)
+        for path in list(self.bad):
+            if path not in sigs:
+                del self.bad[path]
+        for path, result in parsed.items():
+            if result.objects is None:
+                self.reload_errors += 1
+                self.bad[path] = sigs[path]
+                kept = "its previous objects keep serving" if path in self.files else "nothing from it is served"
+                log.error("%s (%s)", result.error, kept)
+            else:
+                self.bad.pop(path, None)
+                self.files[path] = (sigs[path], result.objects)
+        merged: dict[ObjectKey, tuple[KubeObject, Path]] = {}
+        for path in sorted(self.files):
+            for obj, _line in self.files[path][1]:
+                key = object_key(obj)
+                prev = merged.get(key)
+                if prev is not None and prev[1] != path:
+                    dupe = (key, prev[1], path)
+                    if dupe not in self._warned_dupes:
+                        self._warned_dupes.add(dupe)
+                        log.warning(
+                            "%s %s/%s is defined in %s and %s; the later file wins",
+                            key[0],
+                            key[1],
+                            key[2],
+                            prev[1],
+                            path,
+                        )
+                merged[key] = (obj, path)
+        deletes = [k for k in self.merged if k not in merged]
+        upserts = [obj for k, (obj, _) in merged.items() if self.merged.get(k, (None,))[0] != obj]
+        self.merged = merged
+        return self.store.apply(upserts, deletes)
+
+    async def sync(self) -> int:
+        sigs, parsed = await asyncio.to_thread(self._scan)
+        return self._apply(sigs, parsed)
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        if not self.root.is_dir():
+            log.error("%s: manifest directory does not exist; serving no cluster objects until it does", self.root)
+        await self.sync()
+        self.store.mark_synced()
+        log.info("loaded %d objects from %s", len(self.merged), self.root)
+        self._task = asyncio.create_task(self._watch(), name="dnsd-files-watch")
+
+    async def _watch(self) -> None:
+        from watchfiles import awatch
+
+        while not self._stop.is_set():
+            watch_root = self.root if self.root.is_dir() else self.root.parent
+            try:
+                async for _changes in awatch(
+                    watch_root,
+                    stop_event=self._stop,
+                    debounce=200,
+                    step=self.step_ms,
+                    rust_timeout=int(self.rescan_s * 1000),
+                    yield_on_timeout=True,
+                    recursive=True,
+                ):
+                    try:
+                        await self.sync()
+                    except Exception:
+                        log.exception("%s: rescan failed; the last good objects keep serving", self.root)
+                    if watch_root != self.root and self.root.is_dir():
+                        break  # the directory appeared: watch it directly
+            except Exception:
+                log.exception("%s: watching failed; retrying", watch_root)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), 1.0)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task

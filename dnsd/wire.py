@@ -1,0 +1,203 @@
+"""Reading queries off the wire: the header check, the question and the OPT record, by hand.
+
+The header is checked before anything else is parsed (robustness.md 0.1, miekg/dns DefaultMsgAcceptFunc): a
+crafted 64 KB message costs a full DNS-library parse over a second of CPU, the header check costs nothing.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import Enum
+
+from dnsd.answer import FORMERR, NOTIMP, OPT, Labels
+from dnsd.errors import FormatError
+
+MAX_QUERY_SIZE = 4096  # no legitimate query is larger (one question, one OPT with a few options)
+EDNS_PAYLOAD = 1232  # what we advertise (DNS Flag Day 2020; NSD, Knot and Unbound default)
+
+_HEADER = struct.Struct("!HHHHHH")
+_RR_FIXED = struct.Struct("!HHIH")
+
+# EDNS option codes validated strictly (BIND answers FORMERR for these when malformed).
+OPT_ECS, OPT_COOKIE = 8, 10
+
+
+class Verdict(Enum):
+    DROP = "drop"  # shorter than a header, or a response (QR=1): no reply at all
+    NOTIMP = "notimp"
+    FORMERR = "formerr"
+    OK = "ok"
+
+
+def check_header(data: bytes) -> Verdict:
+    """RFC 1035 4.1.1 and RFC 8906: what to do with a message before parsing its body."""
+    if len(data) < 12 or data[2] & 0x80:
+        return Verdict.DROP
+    if (data[2] >> 3) & 0x0F != 0:
+        return Verdict.NOTIMP
+    _, _, qd, an, ns, ar = _HEADER.unpack_from(data)
+    if qd != 1 or an != 0 or ns != 0 or ar > 1 or len(data) > MAX_QUERY_SIZE:
+        return Verdict.FORMERR
+    return Verdict.OK
+
+
+@dataclass(frozen=True, slots=True)
+class Edns:
+    payload: int  # the client's UDP size, floored at 512 (RFC 6891 6.2.5)
+    version: int
+    do: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    data: bytes  # the whole message as received
+    id: int
+    flags: int
+    qname_wire: bytes  # the question name exactly as sent, root label included
+    labels: Labels  # lower-case labels
+    qtype: int
+    qclass: int
+    edns: Edns | None
+
+    @property
+    def key_question(self) -> bytes:
+        """The question with its name lower-cased (ASCII only, RFC 4343); label length octets are < 64 so
+        bytes.lower() cannot touch them."""
+        return self.qname_wire.lower() + self.data[12 + len(self.qname_wire) : 16 + len(self.qname_wire)]
+
+    @property
+    def name_text(self) -> str:
+        return ".".join(self.labels) + "."
+
+
+def read_name(data: bytes, offset: int) -> tuple[bytes, int]:
+    """An uncompressed question name (RFC 1035 4.1.2): its wire bytes and the offset after it.
+    Pointers are not accepted in the question: at offset 12 there is nothing earlier to point to."""
+    start = offset
+    n = len(data)
+    while True:
+        if offset >= n:
+            raise FormatError("question name runs past the end of the message")
+        length = data[offset]
+        if length == 0:
+            offset += 1
+            break
+        if length > 63:
+            raise FormatError("bad label in the question name (a pointer or a label over 63 octets)")
+        offset += length + 1
+    if offset - start > 255:
+        raise FormatError("question name longer than 255 octets")
+    return data[start:offset], offset
+
+
+def split_labels(wire: bytes) -> Labels:
+    out: list[str] = []
+    i = 0
+    while wire[i]:
+        length = wire[i]
+        out.append(wire[i + 1 : i + 1 + length].decode("latin-1").lower())
+        i += length + 1
+    return tuple(out)
+
+
+def parse_query(data: bytes) -> Query:
+    """Parse a message that passed check_header; FormatError when the body is malformed."""
+    qid, flags, _, _, _, ar = _HEADER.unpack_from(data)
+    qname, off = read_name(data, 12)
+    if off + 4 > len(data):
+        raise FormatError("question is truncated")
+    qtype, qclass = struct.unpack_from("!HH", data, off)
+    off += 4
+    edns = None
+    if ar == 1:
+        edns, off = _read_additional(data, off)
+    # Bytes after the last record are ignored, as BIND and NSD do (robustness.md section 1).
+    return Query(data, qid, flags, qname, split_labels(qname), qtype, qclass, edns)
+
+
+def _read_additional(data: bytes, off: int) -> tuple[Edns | None, int]:
+    """The one additional record: OPT (RFC 6891 6.1) is read and checked; other types are skipped."""
+    if off >= len(data):
+        raise FormatError("additional record is missing")
+    owner_is_root = data[off] == 0
+    if owner_is_root:
+        off += 1
+    else:
+        _, off = _skip_name(data, off)
+    if off + 10 > len(data):
+        raise FormatError("additional record is truncated")
+    rtype, rclass, ttl, rdlen = _RR_FIXED.unpack_from(data, off)
+    off += 10
+    if off + rdlen > len(data):
+        raise FormatError("additional record data runs past the end")
+    if rtype != OPT:
+        return None, off + rdlen
+    if not owner_is_root:
+        raise FormatError("OPT owner is not the root")
+    _check_options(data[off : off + rdlen])
+    version = (ttl >> 16) & 0xFF
+    do = bool(ttl & 0x8000)
+    return Edns(max(512, rclass), version, do), off + rdlen
+
+
+def _skip_name(data: bytes, off: int) -> tuple[None, int]:
+    hops = 0
+    while True:
+        if off >= len(data):
+            raise FormatError("name runs past the end")
+        length = data[off]
+        if length == 0:
+            return None, off + 1
+        if length >= 0xC0:
+            if off + 2 > len(data):
+                raise FormatError("truncated pointer")
+            return None, off + 2
+        if length > 63:
+            raise FormatError("bad label type")
+        off += length + 1
+        hops += 1
+        if hops > 127:
+            raise FormatError("name too long")
+
+
+def _check_options(rdata: bytes) -> None:
+    """Option framing must be exact; COOKIE and ECS must have legal lengths (RFC 7873 4, RFC 7871 6)."""
+    i = 0
+    while i < len(rdata):
+        if i + 4 > len(rdata):
+            raise FormatError("EDNS option header is truncated")
+        code, length = struct.unpack_from("!HH", rdata, i)
+        i += 4
+        if i + length > len(rdata):
+            raise FormatError("EDNS option length runs past the end")
+        value = rdata[i : i + length]
+        i += length
+        if code == OPT_COOKIE and not (length == 8 or 16 <= length <= 40):
+            raise FormatError("COOKIE option has a bad length")
+        if code == OPT_ECS:
+            _check_ecs(value)
+
+
+def _check_ecs(value: bytes) -> None:
+    if len(value) < 4:
+        raise FormatError("ECS option is too short")
+    family, source, scope = struct.unpack_from("!HBB", value)
+    max_bits = {1: 32, 2: 128}.get(family)
+    if max_bits is None or source > max_bits or scope != 0:
+        raise FormatError("ECS option is malformed")
+    if len(value) - 4 != (source + 7) // 8:
+        raise FormatError("ECS address length does not match its prefix")
+
+
+# ---------------------------------------------------------------- replies that need no renderer
+
+
+def header_only(data: bytes, verdict: Verdict) -> bytes:
+    """FORMERR or NOTIMP from the header alone: ID and opcode echoed, no question, no flags but QR
+    (RD is copied on FORMERR; on NOTIMP nothing is echoed, as genreport's opcodeflg test expects)."""
+    qid = data[0:2]
+    opcode_bits = data[2] & 0x78
+    if verdict is Verdict.NOTIMP:
+        return qid + bytes((0x80 | opcode_bits, NOTIMP)) + bytes(8)
+    return qid + bytes((0x80 | opcode_bits | (data[2] & 0x01), FORMERR)) + bytes(8)
