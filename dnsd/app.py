@@ -47,7 +47,7 @@ class App:
         self.records = ClusterRecords(cfg.cluster, self.store, server_ips(cfg))
         self.chain = Chain([ClusterHandler(self.records)])
         self.engine = Engine(self.chain, self.store, log_queries=cfg.log.queries)
-        self.server = DnsServer(self.engine.handle, cfg.listen, cfg.tcp)
+        self.server = DnsServer(self.engine, cfg.listen, cfg.tcp)
         source = cfg.cluster.source
         if not isinstance(source, FilesSource):
             raise DnsdError(

@@ -142,7 +142,7 @@ def _section(data: Any, path: str, keys: set[str]) -> Mapping[str, Any]:
 def _get(data: Mapping[str, Any], key: str, path: str, conv: Callable[[Any, str], T], default: T) -> T:
     """Convert data[key]; a missing key or an explicit null gives the default."""
     value = data.get(key, _MISSING)
-    if value is _MISSING or value is None:
+    if value is _MISSING or value is None or value == "":
         return default
     return conv(value, f"{path}.{key}" if path else key)
 
@@ -385,6 +385,13 @@ def _tcp(value: Any, path: str) -> TcpConfig:
     )
 
 
+def _recursion(value: Any, path: str) -> str:
+    # YAML 1.1 reads a bare `off` as false: accept it as the "off" it was meant to be.
+    if value is False:
+        return "off"
+    return _choice("forward", "iterative", "off")(value, path)
+
+
 def _path(value: Any, path: str) -> Path:
     return Path(_str(value, path))
 
@@ -425,7 +432,7 @@ def parse_config(data: Any) -> Config:
         cluster=_get(top, "cluster", "", _cluster, d.cluster),
         zones=zones,
         forward=forward,
-        recursion=_get(top, "recursion", "", _choice("forward", "iterative", "off"), d.recursion),
+        recursion=_get(top, "recursion", "", _recursion, d.recursion),
         root_hints=_get(top, "root_hints", "", _path, d.root_hints),
         cache=_get(top, "cache", "", _cache, d.cache),
         allow_recursion=_get(top, "allow_recursion", "", _list(_cidr), d.allow_recursion),

@@ -142,23 +142,34 @@ def _read_additional(data: bytes, off: int) -> tuple[Edns | None, int]:
 
 
 def _skip_name(data: bytes, off: int) -> tuple[None, int]:
-    hops = 0
+    """Validate a possibly compressed name (RFC 1035 4.1.4): pointers only point backwards, at most 255
+    octets in all; return the offset after the name where it appears."""
+    end = -1
+    total = 0
+    limit = off  # a pointer must point before the place it was found
     while True:
         if off >= len(data):
             raise FormatError("name runs past the end")
         length = data[off]
-        if length == 0:
-            return None, off + 1
         if length >= 0xC0:
             if off + 2 > len(data):
                 raise FormatError("truncated pointer")
-            return None, off + 2
+            target = ((length & 0x3F) << 8) | data[off + 1]
+            if end < 0:
+                end = off + 2
+            if target >= limit:
+                raise FormatError("compression pointer does not point backwards")
+            limit = target
+            off = target
+            continue
         if length > 63:
             raise FormatError("bad label type")
+        total += length + 1
+        if total > 255:
+            raise FormatError("name longer than 255 octets")
+        if length == 0:
+            return None, (end if end >= 0 else off + 1)
         off += length + 1
-        hops += 1
-        if hops > 127:
-            raise FormatError("name too long")
 
 
 def _check_options(rdata: bytes) -> None:

@@ -1,0 +1,58 @@
+# dnsd: `make run` serves the example cluster on 127.0.0.1:1053; `make test` runs the whole suite.
+# Both set up everything on a fresh machine: system packages (apt-get when root), the venv, the package.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+TEST_TOOLS := dig:bind9-dnsutils kdig:knot-dnsutils nslookup:bind9-dnsutils
+BENCH_TOOLS := dnsperf:dnsperf nsd:nsd taskset:util-linux
+
+.PHONY: run test lint unit bench system-test-deps system-bench-deps clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV) || { echo "error: '$(PYTHON) -m venv' failed: install the Debian package python3-venv"; exit 1; }
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# Install missing command-line tools: apt-get when we can, else a clear message naming the package.
+define ensure_tools
+	@missing=""; for pair in $(1); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && { [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null 2>&1; }; then \
+	    echo "installing:$$missing"; \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "error: missing Debian packages:$$missing (install them, e.g. apt-get install$$missing)"; exit 1; fi; \
+	fi
+endef
+
+system-test-deps:
+	$(call ensure_tools,$(TEST_TOOLS))
+
+system-bench-deps:
+	$(call ensure_tools,$(BENCH_TOOLS))
+
+run: $(STAMP)
+	$(BIN)/dnsd --config config/dnsd.yaml
+
+lint: $(STAMP)
+	$(BIN)/ruff check dnsd tests bench
+	$(BIN)/mypy dnsd
+
+test: $(STAMP) system-test-deps lint
+	$(BIN)/python -m pytest -q
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+bench: $(STAMP) system-bench-deps
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash bench/run.sh
+
+clean:
+	rm -rf $(VENV) bench/out .pytest_cache .mypy_cache .ruff_cache
