@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import time
 from dataclasses import dataclass, field
 
 from dnsd.answer import AXFR, BADVERS, IXFR, NOTIMP, REFUSED, SERVFAIL, Answer, Tag
@@ -13,7 +14,7 @@ from dnsd.errors import FormatError
 from dnsd.fastpath import Entry, FastTable
 from dnsd.render import finish, render, simple_reply
 from dnsd.store import Store
-from dnsd.wire import Query, Verdict, check_header, header_only, parse_query
+from dnsd.wire import Query, Verdict, check_header, header_only, parse_query, rcode_text, type_text
 
 log = logging.getLogger(__name__)
 qlog = logging.getLogger("dnsd.query")
@@ -41,13 +42,47 @@ class Engine:
         self.table = table if table is not None else FastTable()
         self.counters = Counters()
         self.log_queries = log_queries
+        self.last_source = ""
         store.subscribe(self._invalidate)
 
     def _invalidate(self, tags: set[Tag]) -> None:
         self.table.invalidate(tags)
 
-    def handle(self, data: bytes, tcp: bool = False) -> bytes | None:
+    def handle(self, data: bytes, tcp: bool = False, client: object = None) -> bytes | None:
         """The reply for a datagram or TCP message, or None when nothing must be sent."""
+        if self.log_queries:
+            return self._handle_logged(data, tcp, client)
+        return self._handle(data, tcp)
+
+    def _handle_logged(self, data: bytes, tcp: bool, client: object) -> bytes | None:
+        """The query log (log.queries): one line per query, with the link of the chain that answered."""
+        start = time.perf_counter()
+        self.last_source = "fast"
+        reply = self._handle(data, tcp)
+        micros = (time.perf_counter() - start) * 1e6
+        who = f"{client[0]}#{client[1]}" if isinstance(client, tuple) else "-"
+        try:
+            q = parse_query(data)
+            what = f"{q.name_text} {type_text(q.qtype)}"
+        except Exception:
+            what = "<malformed>"
+        if reply is None:
+            qlog.info("%s %s %s dropped", who, "tcp" if tcp else "udp", what)
+        else:
+            rcode = reply[3] & 0x0F
+            qlog.info(
+                "%s %s %s %s %s %dB %.0fus",
+                who,
+                "tcp" if tcp else "udp",
+                what,
+                rcode_text(rcode),
+                self.last_source,
+                len(reply),
+                micros,
+            )
+        return reply
+
+    def _handle(self, data: bytes, tcp: bool) -> bytes | None:
         self.counters.queries += 1
         # Fast path: a lower-case question seen before, with the same header counts and no opcode/QR bits.
         raw = (self.table.raw_tcp if tcp else self.table.raw_udp).get(data[12:])
@@ -106,8 +141,7 @@ class Engine:
         if entry is None:
             ans = self.chain.resolve(q)
             self._count(ans)
-            if self.log_queries:
-                qlog.info("%s %s %d %s", q.name_text, q.qtype, ans.rcode, ans.source)
+            self.last_source = ans.source
             if ans.answer or ans.authority or ans.additional or ans.aa:
                 rendered = render(q, ans, limit)
                 if ans.cacheable:

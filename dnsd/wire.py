@@ -10,6 +10,9 @@ import struct
 from dataclasses import dataclass
 from enum import Enum
 
+import dns.rcode
+import dns.rdatatype
+
 from dnsd.answer import FORMERR, NOTIMP, OPT, Labels
 from dnsd.errors import FormatError
 
@@ -212,3 +215,12 @@ def header_only(data: bytes, verdict: Verdict) -> bytes:
     if verdict is Verdict.NOTIMP:
         return qid + bytes((0x80 | opcode_bits, NOTIMP)) + bytes(8)
     return qid + bytes((0x80 | opcode_bits | (data[2] & 0x01), FORMERR)) + bytes(8)
+
+
+def type_text(qtype: int) -> str:
+    """A query type as dig prints it (A, SRV, TYPE666)."""
+    return dns.rdatatype.to_text(dns.rdatatype.RdataType.make(qtype))
+
+
+def rcode_text(rcode: int) -> str:
+    return dns.rcode.to_text(dns.rcode.Rcode.make(rcode))
