@@ -1,0 +1,160 @@
+"""Pre-rendered answers: a store change drops exactly the answers that depended on what changed."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rrset
+import pytest
+
+from dnsd.chain import Chain, ClusterHandler
+from dnsd.config import ClusterConfig
+from dnsd.engine import Engine
+from dnsd.model import Endpoint, EndpointPort, EndpointSlice, Namespace, Service, ServicePort
+from dnsd.records import ClusterRecords
+from dnsd.store import Store
+
+
+def _svc(name: str, ip: str, ns: str = "default") -> Service:
+    return Service(ns, name, "ClusterIP", (ip,), False, (ServicePort("http", 80, "tcp"),), "", False)
+
+
+def _slice(svc: str, *ips: str, ns: str = "default") -> EndpointSlice:
+    eps = tuple(Endpoint((ip,), True, "", "", "") for ip in ips)
+    return EndpointSlice(ns, f"{svc}-x", svc, "IPv4", eps, (EndpointPort("http", 8080, "tcp"),))
+
+
+def _engine() -> tuple[Engine, Store]:
+    store = Store()
+    store.apply([Namespace("default"), _svc("web", "10.96.0.20"), _svc("api", "10.96.0.30")], [])
+    store.apply([_slice("web", "10.244.0.5"), _slice("api", "10.244.0.6")], [])
+    store.mark_synced()
+    records = ClusterRecords(ClusterConfig(), store)
+    return Engine(Chain([ClusterHandler(records)]), store), store
+
+
+def _ask(engine: Engine, name: str, rdtype: str = "A", qid: int = 4242) -> dns.message.Message:
+    q = dns.message.make_query(name, rdtype)
+    q.id = qid
+    reply = engine.handle(q.to_wire(), False)
+    assert reply is not None
+    return dns.message.from_wire(reply)
+
+
+@dataclass(frozen=True)
+class Case:
+    changed: str  # which store change
+    dropped: set[str]  # warmed names whose answers must be re-rendered
+    kept: set[str]  # warmed names whose answers must survive
+
+
+WARM = [
+    "web.default.svc.cluster.local.",
+    "api.default.svc.cluster.local.",
+    "nope.default.svc.cluster.local.",
+    "20.0.96.10.in-addr.arpa.",
+    "5.0.244.10.in-addr.arpa.",
+    "foo.cluster.local.",
+]
+
+CASES = [
+    Case(
+        "web service IP",
+        {"web.default.svc.cluster.local.", "20.0.96.10.in-addr.arpa.", "5.0.244.10.in-addr.arpa."},
+        {"api.default.svc.cluster.local.", "nope.default.svc.cluster.local.", "foo.cluster.local."},
+    ),
+    Case(
+        "web endpoints",
+        {"web.default.svc.cluster.local.", "5.0.244.10.in-addr.arpa."},
+        {"api.default.svc.cluster.local.", "20.0.96.10.in-addr.arpa.", "foo.cluster.local."},
+    ),
+    Case("new service nope", {"nope.default.svc.cluster.local."}, {"web.default.svc.cluster.local."}),
+    Case("new namespace", set(WARM), set()),
+]
+
+
+def _change(store: Store, which: str) -> None:
+    if which == "web service IP":
+        store.apply([_svc("web", "10.96.0.21")], [])
+    elif which == "web endpoints":
+        store.apply([_slice("web", "10.244.0.9")], [])
+    elif which == "new service nope":
+        store.apply([_svc("nope", "10.96.0.40")], [])
+    elif which == "new namespace":
+        store.apply([Namespace("other")], [])
+    else:
+        raise AssertionError(which)
+
+
+def _rtype(name: str) -> str:
+    return "PTR" if name.endswith("arpa.") else "A"
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.changed)
+def test_change_drops_exactly_the_answers_it_touches(case: Case) -> None:
+    engine, store = _engine()
+    keys = {}
+    for name in WARM:
+        _ask(engine, name, _rtype(name))
+        keys[name] = next(k for k in engine.table.entries if k.startswith(dns.name.from_text(name).to_wire()))
+    _change(store, case.changed)
+    for name in case.dropped:
+        assert keys[name] not in engine.table.entries, f"{name} should have been dropped"
+    for name in case.kept:
+        assert keys[name] in engine.table.entries, f"{name} should have been kept"
+
+
+def test_changed_answer_is_served_after_the_change() -> None:
+    engine, store = _engine()
+    first = _ask(engine, "web.default.svc.cluster.local.")
+    assert first.answer[0] == dns.rrset.from_text("web.default.svc.cluster.local.", 5, "IN", "A", "10.96.0.20")
+    store.apply([_svc("web", "10.96.0.21")], [])
+    second = _ask(engine, "web.default.svc.cluster.local.")
+    assert second.answer[0] == dns.rrset.from_text("web.default.svc.cluster.local.", 5, "IN", "A", "10.96.0.21")
+    store.apply([], [("Service", "default", "web")])
+    assert _ask(engine, "web.default.svc.cluster.local.").rcode() == dns.rcode.NXDOMAIN
+
+
+def test_serial_is_patched_into_cached_negative_answers() -> None:
+    engine, store = _engine()
+    before = _ask(engine, "nope.default.svc.cluster.local.")
+    store.serial = before.authority[0][0].serial + 7  # as a later store change would move it
+    after = _ask(engine, "nope.default.svc.cluster.local.")
+    assert after.authority[0][0].serial == store.serial
+
+
+@pytest.mark.parametrize("qid", [0, 1, 0xBEEF, 0xFFFF])
+def test_cached_reply_carries_each_query_id_and_rd(qid: int) -> None:
+    engine, _ = _engine()
+    _ask(engine, "web.default.svc.cluster.local.")  # warm
+    q = dns.message.make_query("web.default.svc.cluster.local.", "A")
+    q.id = qid
+    q.flags = 0  # RD clear
+    wire = engine.handle(q.to_wire(), False)
+    assert wire is not None
+    assert struct.unpack("!H", wire[:2])[0] == qid
+    assert not wire[2] & 0x01, "RD must be copied, and it was clear"
+
+
+def test_mixed_case_hit_is_spelled_as_asked() -> None:
+    engine, _ = _engine()
+    _ask(engine, "_http._tcp.web.default.svc.cluster.local.", "SRV")  # warm the lower-case template
+    reply = _ask(engine, "_HTTP._tcp.Web.default.SVC.Cluster.LOCAL.", "SRV")
+    assert reply.question[0].name.to_text() == "_HTTP._tcp.Web.default.SVC.Cluster.LOCAL."
+    assert reply.answer[0].name.to_text() == "_HTTP._tcp.Web.default.SVC.Cluster.LOCAL."
+    # The zone part of the target is spelled as in the query; the service part comes from the object.
+    assert reply.answer[0][0].target.to_text() == "web.default.svc.Cluster.LOCAL."
+
+
+def test_table_is_bounded() -> None:
+    engine, _ = _engine()
+    engine.table.max_entries = 50
+    for i in range(200):
+        _ask(engine, f"x{i}.default.svc.cluster.local.")
+    assert len(engine.table) <= 50
+    assert sum(len(v) for v in engine.table.by_tag.values()) <= 50
+
