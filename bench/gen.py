@@ -101,8 +101,15 @@ def build_model(n_services: int, n_namespaces: int, headless_every: int, seed: i
             ip = str(ipaddress.IPv4Address(pod_ip))
             pod_ip += 1
             host = f"{name}-{k}" if with_hostnames else None
-            eps.append(Endpoint(ip, True, host, pod=f"{name}-{k}" if with_hostnames else f"{name}-{rng.randrange(16**10):010x}",
-                                node=f"node-{rng.randrange(12)}"))
+            eps.append(
+                Endpoint(
+                    ip,
+                    True,
+                    host,
+                    pod=f"{name}-{k}" if with_hostnames else f"{name}-{rng.randrange(16**10):010x}",
+                    node=f"node-{rng.randrange(12)}",
+                )
+            )
         if i % 10 == 4:  # a not-ready endpoint: in the slice, in no record
             ip = str(ipaddress.IPv4Address(pod_ip))
             pod_ip += 1
@@ -167,9 +174,7 @@ def slice_manifest(s: Svc, suffix: str) -> dict[str, Any]:
         },
         "addressType": "IPv4",
         "endpoints": endpoints,
-        "ports": [
-            {**({"name": p.name} if p.name else {}), "port": p.target, "protocol": p.protocol} for p in s.ports
-        ],
+        "ports": [{**({"name": p.name} if p.name else {}), "port": p.target, "protocol": p.protocol} for p in s.ports],
     }
 
 
@@ -184,7 +189,11 @@ def write_manifests(services: list[Svc], outdir: Path, seed: int) -> int:
     files = 0
     for ns, svcs in by_ns.items():
         docs: list[dict[str, Any]] = [
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}}}
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}},
+            }
         ]
         for s in svcs:
             docs.append(service_manifest(s))

@@ -17,7 +17,11 @@ out="$here/out"
 cd "$repo"
 
 if [[ -z "${PYTHON:-}" ]]; then
-  if [[ -x "$repo/.venv/bin/python" ]]; then PYTHON="$repo/.venv/bin/python"; else PYTHON="$(command -v python3)"; fi
+  if [[ -x "$repo/.venv/bin/python" ]]; then PYTHON="$repo/.venv/bin/python"; else PYTHON="$(command -v python3 || true)"; fi
+fi
+if [[ -z "$PYTHON" ]]; then
+  echo "bench: no Python found: run 'make test' (it creates .venv) or set PYTHON" >&2
+  exit 1
 fi
 export PYTHON
 
