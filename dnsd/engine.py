@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from dnsd.answer import AXFR, BADVERS, IXFR, NOTIMP, REFUSED, SERVFAIL, Answer, Tag
 from dnsd.chain import Chain
 from dnsd.errors import FormatError
-from dnsd.fastpath import Entry, FastTable
+from dnsd.fastpath import FastTable
 from dnsd.render import finish, render, simple_reply
 from dnsd.store import Store
 from dnsd.wire import Query, Verdict, check_header, header_only, parse_query, rcode_text, type_text
@@ -19,8 +19,6 @@ from dnsd.wire import Query, Verdict, check_header, header_only, parse_query, rc
 log = logging.getLogger(__name__)
 qlog = logging.getLogger("dnsd.query")
 
-_COUNTS_PLAIN = b"\x00\x01\x00\x00\x00\x00\x00\x00"
-_COUNTS_OPT = b"\x00\x01\x00\x00\x00\x00\x00\x01"
 TCP_LIMIT = 65535
 
 
@@ -43,10 +41,14 @@ class Engine:
         self.counters = Counters()
         self.log_queries = log_queries
         self.last_source = ""
+        self._serial = store.serial
         store.subscribe(self._invalidate)
 
     def _invalidate(self, tags: set[Tag]) -> None:
         self.table.invalidate(tags)
+        if self.store.serial != self._serial:
+            self._serial = self.store.serial
+            self.table.serial_changed()
 
     def handle(self, data: bytes, tcp: bool = False, client: object = None) -> bytes | None:
         """The reply for a datagram or TCP message, or None when nothing must be sent."""
@@ -84,15 +86,11 @@ class Engine:
 
     def _handle(self, data: bytes, tcp: bool) -> bytes | None:
         self.counters.queries += 1
-        # Fast path: a lower-case question seen before, with the same header counts and no opcode/QR bits.
-        raw = (self.table.raw_tcp if tcp else self.table.raw_udp).get(data[12:])
-        if raw is not None and data[4:12] == raw[0] and not data[2] & 0xF8:
-            entry = self.table.entries.get(raw[1])
-            if entry is not None:
-                if entry.serial != self.store.serial:
-                    self._reserial(entry)
-                self.counters.fast_hits += 1
-                return data[:2] + bytes((entry.flags2 | (data[2] & 0x01), entry.flags3 | (data[3] & 0x10))) + entry.tail
+        # Fast path: this exact query (after its ID) was answered before from the pre-rendered table.
+        rest = (self.table.exact_tcp if tcp else self.table.exact_udp).get(data[2:])
+        if rest is not None:
+            self.counters.fast_hits += 1
+            return data[:2] + rest
         try:
             return self._slow(data, tcp)
         except Exception:
@@ -103,15 +101,6 @@ class Engine:
                 return simple_reply(parse_query(data), SERVFAIL)
             except Exception:
                 return None
-
-    def _reserial(self, entry: Entry) -> None:
-        """The SOA serial moved on: patch it into the stored reply once, not per query."""
-        entry.serial = self.store.serial
-        r = entry.rendered
-        if r.serial_at >= 0:
-            buf = bytearray(r.data)
-            struct.pack_into("!I", buf, r.serial_at, entry.serial)
-            entry.tail = bytes(buf[4:])
 
     def _slow(self, data: bytes, tcp: bool) -> bytes | None:
         verdict = check_header(data)
@@ -144,17 +133,14 @@ class Engine:
             self.last_source = ans.source
             if ans.answer or ans.authority or ans.additional or ans.aa:
                 rendered = render(q, ans, limit)
-                if ans.cacheable:
-                    entry = self.table.put(key, rendered, ans.tags, self.store.serial)
-                else:
+                if not ans.cacheable:
                     return finish(rendered, data, self.store.serial)
+                entry = self.table.put(key, rendered, ans.tags)
             else:
                 return simple_reply(q, ans.rcode)
-        elif entry.serial != self.store.serial:
-            self._reserial(entry)
-        if q.qname_wire == q.qname_wire.lower():
-            self.table.remember_raw(tcp, data[12:], data[4:12], key)
-        return finish(entry.rendered, data, self.store.serial)
+        reply = finish(entry.rendered, data, self.store.serial)
+        self.table.remember_exact(entry, tcp, data[2:], reply[2:])
+        return reply
 
     def _count(self, ans: Answer) -> None:
         self.counters.by_rcode[ans.rcode] = self.counters.by_rcode.get(ans.rcode, 0) + 1

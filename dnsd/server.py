@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from dnsd.config import ListenAddress, TcpConfig
 from dnsd.engine import Engine
+from dnsd.wire import MAX_QUERY_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -38,31 +39,22 @@ class UdpListener:
         recvfrom = self.sock.recvfrom
         sendto = self.sock.sendto
         handle = self.engine.handle
-        # The fast path inlined (see Engine.handle): a lower-case question seen before, same header counts,
-        # QR and opcode clear, SOA serial unchanged: the stored reply with the query's ID, RD and CD bits.
-        raw_udp = self.engine.table.raw_udp
-        entries = self.engine.table.entries
-        store = self.engine.store
-        log_queries = self.engine.log_queries
+        # The fast path inlined (see Engine._handle): this exact query after its ID was answered before.
+        exact = {} if self.engine.log_queries else self.engine.table.exact_udp
         n = hits = 0
         while n < UDP_BATCH:
             try:
-                data, addr = recvfrom(65535)
+                # One octet more than the largest query we accept, so an oversized one is seen as such.
+                data, addr = recvfrom(MAX_QUERY_SIZE + 1)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
                 continue  # e.g. an ICMP error surfaced on the socket; nothing to answer
             n += 1
-            hit = None if log_queries else raw_udp.get(data[12:])
-            if hit is not None and data[4:12] == hit[0] and not data[2] & 0xF8:
-                e = entries.get(hit[1])
-                if e is not None and e.serial == store.serial:
-                    hits += 1
-                    reply: bytes | None = (
-                        data[:2] + bytes((e.flags2 | (data[2] & 0x01), e.flags3 | (data[3] & 0x10))) + e.tail
-                    )
-                else:
-                    reply = handle(data, False, addr)
+            rest = exact.get(data[2:])
+            if rest is not None:
+                hits += 1
+                reply: bytes | None = data[:2] + rest
             else:
                 reply = handle(data, False, addr)
             if reply is not None:
@@ -108,7 +100,11 @@ class TcpListener:
             log.exception("TCP connection failed")
         finally:
             self.writers.discard(writer)
-            writer.close()
+            if writer.transport.get_write_buffer_size():
+                # A close would wait for a client that does not read: drop the connection and its buffer.
+                writer.transport.abort()
+            else:
+                writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
 

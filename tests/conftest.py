@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from support import FIXTURE_CLUSTER, DnsdHandle, base_config, run_dnsd
 
 

@@ -103,8 +103,9 @@ def run_dnsd(config: dict[str, Any]) -> DnsdHandle:
             finally:
                 started.set()
 
-        loop.create_task(boot())
+        boot_task = loop.create_task(boot())
         loop.run_forever()
+        boot_task.cancel()
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
 
@@ -192,7 +193,13 @@ def make_query(
     dnssec: bool = False,
     rd: bool = True,
 ) -> dns.message.Message:
-    q = dns.message.make_query(name, rdtype, use_edns=edns, payload=payload, want_dnssec=dnssec)
+    q = dns.message.make_query(
+        name,
+        dns.rdatatype.RdataType.make(rdtype) if isinstance(rdtype, int) else rdtype,
+        use_edns=edns,
+        payload=payload,
+        want_dnssec=dnssec,
+    )
     if not rd:
         q.flags &= ~dns.flags.RD
     return q
@@ -223,9 +230,7 @@ def _hostport(addr: tuple[str, int] | DnsdHandle | DnsdProcess) -> tuple[str, in
     return (addr.host, addr.port)
 
 
-def raw_udp(
-    addr: tuple[str, int] | DnsdHandle | DnsdProcess, data: bytes, timeout: float = 1.0
-) -> bytes | None:
+def raw_udp(addr: tuple[str, int] | DnsdHandle | DnsdProcess, data: bytes, timeout: float = 1.0) -> bytes | None:
     """Send raw bytes over UDP; return the reply bytes, or None if nothing came back in time."""
     host, port = _hostport(addr)
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET

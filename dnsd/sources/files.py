@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ SUFFIXES = (".yaml", ".yml", ".json")
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 Signature = tuple[int, int, int, str]  # mtime_ns, size, inode, real path
+SETTLE_S = 0.03  # a file must be this quiet before it is read (see FileSource._scan)
+MAX_SETTLE_ROUNDS = 100  # then give up until the next change event or periodic rescan
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,16 +40,17 @@ class Parsed:
     error: str = ""
 
 
-def manifest_files(root: Path) -> Iterator[Path]:
-    """Every manifest below root, in sorted order; names starting with '.' are skipped (editor files and the
+def manifest_files(root: Path) -> list[Path]:
+    """Every manifest below root, sorted by path; names starting with '.' are skipped (editor files and the
     ConfigMap volume's ..data / ..<timestamp> directories, whose files are reached through the top-level links)."""
+    found: list[Path] = []
     if not root.is_dir():
-        return
+        return found
     stack = [root]
     while stack:
         d = stack.pop()
         try:
-            entries = sorted(os.scandir(d), key=lambda e: e.name, reverse=True)
+            entries = list(os.scandir(d))
         except OSError:
             continue
         for e in entries:
@@ -57,9 +61,19 @@ def manifest_files(root: Path) -> Iterator[Path]:
                 if e.is_dir():
                     stack.append(path)
                 elif e.name.endswith(SUFFIXES) and e.is_file():
-                    yield path
+                    found.append(path)
             except OSError:
                 continue
+    return sorted(found)
+
+
+def _dir_identity(root: Path) -> tuple[int, int] | None:
+    """(device, inode) of the directory, following a symlink; None when it is missing."""
+    try:
+        st = root.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if root.is_dir() else None
 
 
 def signature(path: Path) -> Signature | None:
@@ -153,13 +167,20 @@ class FileSource:
         self._warned_dupes: set[tuple[ObjectKey, Path, Path]] = set()
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
+        self.armed = asyncio.Event()  # set once the directory watch is in place
 
     # ------------------------------------------------------------ scanning
 
-    def _scan(self) -> tuple[dict[Path, Signature], dict[Path, Parsed]]:
-        """Runs off the loop: list the files, parse those whose signature changed."""
+    def _scan(self) -> tuple[dict[Path, Signature], dict[Path, Parsed], float]:
+        """Runs off the loop: list the files, parse those whose signature changed and that have settled.
+
+        A file written less than SETTLE_S ago may still be being written (`kubectl get ... > file` streams,
+        an editor truncates then writes): a prefix of it can be valid YAML holding fewer objects, or a cut-off
+        value. Such a file keeps serving its last good objects and is read once it has been quiet for
+        SETTLE_S; the third value says how long until the next look is due (0: none)."""
         sigs: dict[Path, Signature] = {}
         parsed: dict[Path, Parsed] = {}
+        wait = 0.0
         for path in manifest_files(self.root):
             sig = signature(path)
             if sig is None:
@@ -168,8 +189,16 @@ class FileSource:
             known = self.files.get(path)
             if (known is not None and known[0] == sig) or self.bad.get(path) == sig:
                 continue
-            parsed[path] = parse_file(path)
-        return sigs, parsed
+            age = (time.time_ns() - sig[0]) / 1e9
+            if 0 <= age < SETTLE_S:
+                wait = max(wait, SETTLE_S - age)
+                continue
+            result = parse_file(path)
+            if signature(path) != sig:
+                wait = max(wait, SETTLE_S)  # it changed while we read it
+                continue
+            parsed[path] = result
+        return sigs, parsed, wait
 
     def _apply(self, sigs: dict[Path, Signature], parsed: dict[Path, Parsed]) -> int:
         """Runs on the loop: fold the scan into the file table and apply the difference to the store."""
@@ -213,8 +242,14 @@ class FileSource:
         return self.store.apply(upserts, deletes)
 
     async def sync(self) -> int:
-        sigs, parsed = await asyncio.to_thread(self._scan)
-        return self._apply(sigs, parsed)
+        changed = 0
+        for _ in range(MAX_SETTLE_ROUNDS):
+            sigs, parsed, wait = await asyncio.to_thread(self._scan)
+            changed += self._apply(sigs, parsed)
+            if wait <= 0:
+                break
+            await asyncio.sleep(wait)
+        return changed
 
     # ------------------------------------------------------------ lifecycle
 
@@ -225,32 +260,74 @@ class FileSource:
         self.store.mark_synced()
         log.info("loaded %d objects from %s", len(self.merged), self.root)
         self._task = asyncio.create_task(self._watch(), name="dnsd-files-watch")
+        if self.root.is_dir():
+            # Report started only once changes cannot be missed (a write right after start must be seen).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.armed.wait(), 5.0)
 
     async def _watch(self) -> None:
         from watchfiles import awatch
 
         while not self._stop.is_set():
-            watch_root = self.root if self.root.is_dir() else self.root.parent
+            ident = _dir_identity(self.root)
+            if ident is None:
+                # The directory is gone (or not there yet): look again shortly, then catch up.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), 0.5)
+                continue
             try:
-                async for _changes in awatch(
-                    watch_root,
-                    stop_event=self._stop,
-                    debounce=200,
-                    step=self.step_ms,
-                    rust_timeout=int(self.rescan_s * 1000),
-                    yield_on_timeout=True,
-                    recursive=True,
-                ):
-                    try:
-                        await self.sync()
-                    except Exception:
-                        log.exception("%s: rescan failed; the last good objects keep serving", self.root)
-                    if watch_root != self.root and self.root.is_dir():
-                        break  # the directory appeared: watch it directly
+                await self._watch_once(awatch, ident)
             except Exception:
-                log.exception("%s: watching failed; retrying", watch_root)
+                log.exception("%s: watching failed; retrying", self.root)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), 1.0)
+
+    async def _watch_once(self, awatch: Any, ident: tuple[int, int]) -> None:
+        """Watch one incarnation of the directory until it is replaced or removed."""
+        changes_iter = awatch(
+            self.root,
+            stop_event=self._stop,
+            debounce=200,
+            step=self.step_ms,
+            rust_timeout=1000,
+            yield_on_timeout=True,
+            recursive=True,
+        )
+        root_text = str(self.root)
+        pending: asyncio.Future[set[Any]] = asyncio.ensure_future(changes_iter.__anext__())
+        try:
+            # The first step of the iterator sets up the inotify watches (synchronously, before its first
+            # wait); only then catch up, so nothing written in between is missed.
+            for _ in range(3):
+                await asyncio.sleep(0)
+            self.armed.set()
+            await self._sync_logged()
+            last_full = time.monotonic()
+            while True:
+                try:
+                    changes = await pending
+                except StopAsyncIteration:
+                    return
+                if _dir_identity(self.root) != ident or any(p == root_text for _, p in changes):
+                    # The directory itself was replaced or removed (its inode may even be reused by the new
+                    # one, so its own deletion event counts too): the old watch is dead, watch the new one.
+                    return
+                if changes or time.monotonic() - last_full >= self.rescan_s:
+                    await self._sync_logged()
+                    last_full = time.monotonic()
+                pending = asyncio.ensure_future(changes_iter.__anext__())
+        finally:
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
+            with contextlib.suppress(BaseException):
+                await changes_iter.aclose()
+
+    async def _sync_logged(self) -> None:
+        try:
+            await self.sync()
+        except Exception:
+            log.exception("%s: rescan failed; the last good objects keep serving", self.root)
 
     async def stop(self) -> None:
         self._stop.set()

@@ -9,6 +9,7 @@ Changes are awaited with wait_until (or the store generation), never with sleep.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -20,7 +21,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from support import REPO, DnsdHandle, base_config, query, rcode_text, rr_lines, run_dnsd, wait_until, zone_lines
 
 KINDS = REPO / "tests" / "data" / "store" / "kinds"
@@ -83,7 +83,9 @@ def ns_doc(name: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
 
 
-def svc_doc(name: str, ns: str, cluster_ip: str, ports: tuple[tuple[str, int], ...] = (("http", 80),)) -> dict[str, Any]:
+def svc_doc(
+    name: str, ns: str, cluster_ip: str, ports: tuple[tuple[str, int], ...] = (("http", 80),)
+) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -202,36 +204,99 @@ class ReadCase:
 
 READ_CASES = [
     ReadCase("multi-doc-yaml", WEB, "A", WEB_20),
-    ReadCase("multi-doc-yaml-srv", "_http._tcp." + WEB, "SRV",
-             ok("_http._tcp.web.default.svc.cluster.local. 5 IN SRV 0 100 80 web.default.svc.cluster.local.")),
+    ReadCase(
+        "multi-doc-yaml-srv",
+        "_http._tcp." + WEB,
+        "SRV",
+        ok("_http._tcp.web.default.svc.cluster.local. 5 IN SRV 0 100 80 web.default.svc.cluster.local."),
+    ),
     ReadCase("namespace-flow-mapping", "data.svc.cluster.local.", "A", NODATA),
     ReadCase("namespace-missing", "nosuch.svc.cluster.local.", "A", NX),
-    ReadCase("kind-list-clusterip", "checkout.shop.svc.cluster.local.", "A",
-             a_rr("checkout.shop.svc.cluster.local.", "10.96.1.31")),
-    ReadCase("kind-list-headless", "catalog.shop.svc.cluster.local.", "A",
-             a_rr("catalog.shop.svc.cluster.local.", "10.244.1.10", "10.244.1.11")),
-    ReadCase("kind-list-slice-hostname", "catalog-0.catalog.shop.svc.cluster.local.", "A",
-             a_rr("catalog-0.catalog.shop.svc.cluster.local.", "10.244.1.10")),
-    ReadCase("kind-list-slice-dashed-ip", "10-244-1-11.catalog.shop.svc.cluster.local.", "A",
-             a_rr("10-244-1-11.catalog.shop.svc.cluster.local.", "10.244.1.11")),
-    ReadCase("kubectl-output-service", "api.data.svc.cluster.local.", "A",
-             a_rr("api.data.svc.cluster.local.", "10.96.2.40")),
-    ReadCase("kubectl-output-srv", "_grpc._tcp.api.data.svc.cluster.local.", "SRV",
-             ok("_grpc._tcp.api.data.svc.cluster.local. 5 IN SRV 0 100 9090 api.data.svc.cluster.local.")),
-    ReadCase("kubectl-output-slice", "10-244-2-7.api.data.svc.cluster.local.", "A",
-             a_rr("10-244-2-7.api.data.svc.cluster.local.", "10.244.2.7")),
+    ReadCase(
+        "kind-list-clusterip",
+        "checkout.shop.svc.cluster.local.",
+        "A",
+        a_rr("checkout.shop.svc.cluster.local.", "10.96.1.31"),
+    ),
+    ReadCase(
+        "kind-list-headless",
+        "catalog.shop.svc.cluster.local.",
+        "A",
+        a_rr("catalog.shop.svc.cluster.local.", "10.244.1.10", "10.244.1.11"),
+    ),
+    ReadCase(
+        "kind-list-slice-hostname",
+        "catalog-0.catalog.shop.svc.cluster.local.",
+        "A",
+        a_rr("catalog-0.catalog.shop.svc.cluster.local.", "10.244.1.10"),
+    ),
+    ReadCase(
+        "kind-list-slice-dashed-ip",
+        "10-244-1-11.catalog.shop.svc.cluster.local.",
+        "A",
+        a_rr("10-244-1-11.catalog.shop.svc.cluster.local.", "10.244.1.11"),
+    ),
+    ReadCase(
+        "kubectl-output-service", "api.data.svc.cluster.local.", "A", a_rr("api.data.svc.cluster.local.", "10.96.2.40")
+    ),
+    ReadCase(
+        "kubectl-output-srv",
+        "_grpc._tcp.api.data.svc.cluster.local.",
+        "SRV",
+        ok("_grpc._tcp.api.data.svc.cluster.local. 5 IN SRV 0 100 9090 api.data.svc.cluster.local."),
+    ),
+    ReadCase(
+        "kubectl-output-slice",
+        "10-244-2-7.api.data.svc.cluster.local.",
+        "A",
+        a_rr("10-244-2-7.api.data.svc.cluster.local.", "10.244.2.7"),
+    ),
+    ReadCase(
+        "api-typed-list-json",
+        "rawsvc.data.svc.cluster.local.",
+        "A",
+        a_rr("rawsvc.data.svc.cluster.local.", "10.96.2.41"),
+    ),
+    ReadCase(
+        "api-typed-list-srv",
+        "_http._tcp.rawsvc.data.svc.cluster.local.",
+        "SRV",
+        ok("_http._tcp.rawsvc.data.svc.cluster.local. 5 IN SRV 0 100 8080 rawsvc.data.svc.cluster.local."),
+    ),
+    ReadCase(
+        "api-typed-slice-list",
+        "10-244-2-9.rawsvc.data.svc.cluster.local.",
+        "A",
+        a_rr("10-244-2-9.rawsvc.data.svc.cluster.local.", "10.244.2.9"),
+    ),
     ReadCase("json-slice-headless", ORDERS, "A", a_rr(ORDERS, "10.244.1.20")),
     ReadCase("json-slice-hostname", "orders-0." + ORDERS, "A", a_rr("orders-0." + ORDERS, "10.244.1.20")),
     ReadCase("json-slice-not-ready-dropped", "orders-1." + ORDERS, "A", NX),
-    ReadCase("json-list-v1-endpoints", "legacy.data.svc.cluster.local.", "A",
-             a_rr("legacy.data.svc.cluster.local.", "10.244.3.5", "10.244.3.6")),
-    ReadCase("pod-verified", "10-244-1-50.shop.pod.cluster.local.", "A",
-             a_rr("10-244-1-50.shop.pod.cluster.local.", "10.244.1.50")),
+    ReadCase(
+        "json-list-v1-endpoints",
+        "legacy.data.svc.cluster.local.",
+        "A",
+        a_rr("legacy.data.svc.cluster.local.", "10.244.3.5", "10.244.3.6"),
+    ),
+    ReadCase(
+        "pod-verified",
+        "10-244-1-50.shop.pod.cluster.local.",
+        "A",
+        a_rr("10-244-1-50.shop.pod.cluster.local.", "10.244.1.50"),
+    ),
     ReadCase("pod-verified-no-such-pod", "10-244-1-51.shop.pod.cluster.local.", "A", NX),
-    ReadCase("service-among-other-kinds", "mixed.shop.svc.cluster.local.", "A",
-             a_rr("mixed.shop.svc.cluster.local.", "10.96.1.33")),
-    ReadCase("recursive-subdirectories", "deep.default.svc.cluster.local.", "A",
-             a_rr("deep.default.svc.cluster.local.", "10.96.0.44")),
+    ReadCase(
+        "service-among-other-kinds",
+        "mixed.shop.svc.cluster.local.",
+        "A",
+        a_rr("mixed.shop.svc.cluster.local.", "10.96.1.33"),
+    ),
+    ReadCase(
+        "recursive-subdirectories",
+        "deep.default.svc.cluster.local.",
+        "A",
+        a_rr("deep.default.svc.cluster.local.", "10.96.0.44"),
+    ),
     ReadCase("dot-file-skipped", "hidden.default.svc.cluster.local.", "A", NX),
     ReadCase("dot-dir-skipped", "hiddendir.default.svc.cluster.local.", "A", NX),
     ReadCase("txt-file-not-read", "txtsvc.default.svc.cluster.local.", "A", NX),
@@ -245,13 +310,18 @@ def test_manifest_shapes_are_read(kinds_server: DnsdHandle, case: ReadCase) -> N
     assert answer(kinds_server, case.qname, case.qtype) == case.want
 
 
-def test_other_kinds_and_shapes_give_no_warnings(dnsd_factory: Callable[..., DnsdHandle], logs: pytest.LogCaptureFixture) -> None:
+def test_other_kinds_and_shapes_give_no_warnings(
+    dnsd_factory: Callable[..., DnsdHandle], logs: pytest.LogCaptureFixture
+) -> None:
     """Nothing in tests/data/store/kinds is invalid: no file of it is reported."""
     h = dnsd_factory(KINDS, pods="verified")
     wait_answer(h, "deep.default.svc.cluster.local.", "A", a_rr("deep.default.svc.cluster.local.", "10.96.0.44"))
     names = [p.name for p in KINDS.rglob("*") if p.is_file()]
-    noisy = [r.getMessage() for r in list(logs.records)
-             if r.levelno >= logging.WARNING and any(n in r.getMessage() for n in names)]
+    noisy = [
+        r.getMessage()
+        for r in list(logs.records)
+        if r.levelno >= logging.WARNING and any(n in r.getMessage() for n in names)
+    ]
     assert noisy == []
 
 
@@ -265,6 +335,7 @@ class ChangeCase:
     before: list[Expect]
     after: list[Expect]  # the changed names first: later entries are checked once those are seen
     extra: dict[str, str] = field(default_factory=dict)  # more initial files
+    staged: dict[str, str] = field(default_factory=dict)  # files written to the staging dir first
 
 
 def _rewrite_web(ip: str, how: str) -> Callable[[Path, Path], None]:
@@ -306,6 +377,12 @@ def _replace(rel: str, text: str) -> Callable[[Path, Path], None]:
     return lambda root, staging: write_atomic(root / rel, text)
 
 
+def _move_cart_into_web_yaml(root: Path) -> None:
+    both = yaml_text(svc_doc("web", "default", "10.96.0.20"), svc_doc("cart", "shop", "10.96.1.30"))
+    write_atomic(root / "web.yaml", both)
+    (root / "shop" / "cart.yaml").unlink()
+
+
 FRESH = "fresh.default.svc.cluster.local."
 BLUE = "blue.default.svc.cluster.local."
 LATER = "later.default.svc.cluster.local."
@@ -313,58 +390,144 @@ GUEST = "guest.extra.svc.cluster.local."
 UNCHANGED: list[Expect] = [(WEB, "A", WEB_20), (CART, "A", CART_30), (ORDERS, "A", ORDERS_BOTH)]
 
 CHANGE_CASES = [
-    ChangeCase("in-place-write", _rewrite_web("10.96.0.21", "in-place"),
-               [(WEB, "A", WEB_20)], [(WEB, "A", WEB_21), (CART, "A", CART_30)]),
-    ChangeCase("atomic-rename-same-dir", _rewrite_web("10.96.0.21", "rename-in-dir"),
-               [(WEB, "A", WEB_20)], [(WEB, "A", WEB_21), (CART, "A", CART_30)]),
-    ChangeCase("atomic-rename-from-outside", _rewrite_web("10.96.0.21", "rename-from-staging"),
-               [(WEB, "A", WEB_20)], [(WEB, "A", WEB_21), (CART, "A", CART_30)]),
-    ChangeCase("new-file", _new_file("fresh.yaml", yaml_text(svc_doc("fresh", "default", "10.96.0.50"))),
-               [(FRESH, "A", NX)], [(FRESH, "A", a_rr(FRESH, "10.96.0.50")), *UNCHANGED]),
-    ChangeCase("new-file-in-new-subdir",
-               _new_file("teams/blue/svc.yml", yaml_text(svc_doc("blue", "default", "10.96.0.51"))),
-               [(BLUE, "A", NX)], [(BLUE, "A", a_rr(BLUE, "10.96.0.51")), *UNCHANGED]),
-    ChangeCase("new-json-file",
-               _new_file("fresh.json", '{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "fresh", '
-                                       '"namespace": "default"}, "spec": {"clusterIP": "10.96.0.50"}}'),
-               [(FRESH, "A", NX)], [(FRESH, "A", a_rr(FRESH, "10.96.0.50")), *UNCHANGED]),
-    ChangeCase("delete-file", _unlink("shop/cart.yaml"),
-               [(CART, "A", CART_30)], [(CART, "A", NX), (WEB, "A", WEB_20), (ORDERS, "A", ORDERS_BOTH)]),
-    ChangeCase("delete-directory", _rmtree("shop"),
-               [(CART, "A", CART_30), (ORDERS, "A", ORDERS_BOTH)],
-               [(CART, "A", NX), (ORDERS, "A", NX), (WEB, "A", WEB_20)]),
-    ChangeCase("rename-out-of-pattern", _rename("web.yaml", "web.yaml.disabled"),
-               [(WEB, "A", WEB_20)], [(WEB, "A", NX), (CART, "A", CART_30)]),
-    ChangeCase("rename-to-dot-file", _rename("web.yaml", ".web.yaml"),
-               [(WEB, "A", WEB_20)], [(WEB, "A", NX), (CART, "A", CART_30)]),
-    ChangeCase("rename-into-pattern", _rename("later.txt", "later.yaml"),
-               [(LATER, "A", NX)], [(LATER, "A", a_rr(LATER, "10.96.0.52")), *UNCHANGED],
-               extra={"later.txt": yaml_text(svc_doc("later", "default", "10.96.0.52"))}),
-    ChangeCase("endpoints-changed",
-               _replace("shop/orders.yaml", yaml_text(
-                   svc_doc("orders", "shop", "None"),
-                   slice_doc("orders", "shop", "orders-abc", [("10.244.1.20", "orders-0"), ("10.244.1.22", "orders-2")]),
-               )),
-               [(ORDERS, "A", ORDERS_BOTH), ("10-244-1-21." + ORDERS, "A", a_rr("10-244-1-21." + ORDERS, "10.244.1.21"))],
-               [(ORDERS, "A", a_rr(ORDERS, "10.244.1.20", "10.244.1.22")),
-                ("orders-2." + ORDERS, "A", a_rr("orders-2." + ORDERS, "10.244.1.22")),
-                ("10-244-1-21." + ORDERS, "A", NX)]),
-    ChangeCase("namespace-removed", _replace("ns.yaml", yaml_text(ns_doc("default"))),
-               [(CART, "A", CART_30)], [(CART, "A", NX), (ORDERS, "A", NX), (WEB, "A", WEB_20)]),
-    ChangeCase("namespace-added", _replace("ns.yaml", yaml_text(ns_doc("default"), ns_doc("shop"), ns_doc("extra"))),
-               [(GUEST, "A", NX)], [(GUEST, "A", a_rr(GUEST, "10.96.3.10")), *UNCHANGED],
-               extra={"guest.yaml": yaml_text(svc_doc("guest", "extra", "10.96.3.10"))}),
-    ChangeCase("service-moves-between-files",
-               lambda root, staging: (write_atomic(root / "web.yaml", yaml_text(svc_doc("web", "default", "10.96.0.20"),
-                                                                                svc_doc("cart", "shop", "10.96.1.30"))),
-                                      (root / "shop" / "cart.yaml").unlink()),
-               [(CART, "A", CART_30)], [(CART, "A", CART_30), (WEB, "A", WEB_20)]),
+    ChangeCase(
+        "in-place-write",
+        _rewrite_web("10.96.0.21", "in-place"),
+        [(WEB, "A", WEB_20)],
+        [(WEB, "A", WEB_21), (CART, "A", CART_30)],
+    ),
+    ChangeCase(
+        "atomic-rename-same-dir",
+        _rewrite_web("10.96.0.21", "rename-in-dir"),
+        [(WEB, "A", WEB_20)],
+        [(WEB, "A", WEB_21), (CART, "A", CART_30)],
+    ),
+    ChangeCase(
+        "atomic-rename-from-outside",
+        _rewrite_web("10.96.0.21", "rename-from-staging"),
+        [(WEB, "A", WEB_20)],
+        [(WEB, "A", WEB_21), (CART, "A", CART_30)],
+    ),
+    ChangeCase(
+        "new-file",
+        _new_file("fresh.yaml", yaml_text(svc_doc("fresh", "default", "10.96.0.50"))),
+        [(FRESH, "A", NX)],
+        [(FRESH, "A", a_rr(FRESH, "10.96.0.50")), *UNCHANGED],
+    ),
+    ChangeCase(
+        "new-file-in-new-subdir",
+        _new_file("teams/blue/svc.yml", yaml_text(svc_doc("blue", "default", "10.96.0.51"))),
+        [(BLUE, "A", NX)],
+        [(BLUE, "A", a_rr(BLUE, "10.96.0.51")), *UNCHANGED],
+    ),
+    ChangeCase(
+        "new-json-file",
+        _new_file(
+            "fresh.json",
+            '{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "fresh", '
+            '"namespace": "default"}, "spec": {"clusterIP": "10.96.0.50"}}',
+        ),
+        [(FRESH, "A", NX)],
+        [(FRESH, "A", a_rr(FRESH, "10.96.0.50")), *UNCHANGED],
+    ),
+    ChangeCase(
+        "delete-file",
+        _unlink("shop/cart.yaml"),
+        [(CART, "A", CART_30)],
+        [(CART, "A", NX), (WEB, "A", WEB_20), (ORDERS, "A", ORDERS_BOTH)],
+    ),
+    ChangeCase(
+        "delete-directory",
+        _rmtree("shop"),
+        [(CART, "A", CART_30), (ORDERS, "A", ORDERS_BOTH)],
+        [(CART, "A", NX), (ORDERS, "A", NX), (WEB, "A", WEB_20)],
+    ),
+    ChangeCase(
+        "rename-out-of-pattern",
+        _rename("web.yaml", "web.yaml.disabled"),
+        [(WEB, "A", WEB_20)],
+        [(WEB, "A", NX), (CART, "A", CART_30)],
+    ),
+    ChangeCase(
+        "rename-to-dot-file",
+        _rename("web.yaml", ".web.yaml"),
+        [(WEB, "A", WEB_20)],
+        [(WEB, "A", NX), (CART, "A", CART_30)],
+    ),
+    ChangeCase(
+        "directory-renamed-inside",
+        _rename("shop", "shop-renamed"),
+        [(CART, "A", CART_30)],
+        [(CART, "A", CART_30), (ORDERS, "A", ORDERS_BOTH)],
+    ),
+    ChangeCase(
+        "directory-moved-out",
+        lambda root, staging: os.replace(root / "shop", staging / "shop"),
+        [(CART, "A", CART_30)],
+        [(CART, "A", NX), (ORDERS, "A", NX), (WEB, "A", WEB_20)],
+    ),
+    ChangeCase(
+        "directory-moved-in",
+        lambda root, staging: os.replace(staging / "incoming", root / "incoming"),
+        [(FRESH, "A", NX)],
+        [(FRESH, "A", a_rr(FRESH, "10.96.0.50")), *UNCHANGED],
+        staged={"incoming/deep/fresh.yaml": yaml_text(svc_doc("fresh", "default", "10.96.0.50"))},
+    ),
+    ChangeCase(
+        "rename-within-pattern",
+        _rename("web.yaml", "zz-web.yaml"),
+        [(WEB, "A", WEB_20)],
+        [(WEB, "A", WEB_20), (CART, "A", CART_30)],
+    ),
+    ChangeCase(
+        "rename-into-pattern",
+        _rename("later.txt", "later.yaml"),
+        [(LATER, "A", NX)],
+        [(LATER, "A", a_rr(LATER, "10.96.0.52")), *UNCHANGED],
+        extra={"later.txt": yaml_text(svc_doc("later", "default", "10.96.0.52"))},
+    ),
+    ChangeCase(
+        "endpoints-changed",
+        _replace(
+            "shop/orders.yaml",
+            yaml_text(
+                svc_doc("orders", "shop", "None"),
+                slice_doc("orders", "shop", "orders-abc", [("10.244.1.20", "orders-0"), ("10.244.1.22", "orders-2")]),
+            ),
+        ),
+        [(ORDERS, "A", ORDERS_BOTH), ("10-244-1-21." + ORDERS, "A", a_rr("10-244-1-21." + ORDERS, "10.244.1.21"))],
+        [
+            (ORDERS, "A", a_rr(ORDERS, "10.244.1.20", "10.244.1.22")),
+            ("orders-2." + ORDERS, "A", a_rr("orders-2." + ORDERS, "10.244.1.22")),
+            ("10-244-1-21." + ORDERS, "A", NX),
+        ],
+    ),
+    ChangeCase(
+        "namespace-removed",
+        _replace("ns.yaml", yaml_text(ns_doc("default"))),
+        [(CART, "A", CART_30)],
+        [(CART, "A", NX), (ORDERS, "A", NX), (WEB, "A", WEB_20)],
+    ),
+    ChangeCase(
+        "namespace-added",
+        _replace("ns.yaml", yaml_text(ns_doc("default"), ns_doc("shop"), ns_doc("extra"))),
+        [(GUEST, "A", NX)],
+        [(GUEST, "A", a_rr(GUEST, "10.96.3.10")), *UNCHANGED],
+        extra={"guest.yaml": yaml_text(svc_doc("guest", "extra", "10.96.3.10"))},
+    ),
+    ChangeCase(
+        "service-moves-between-files",
+        lambda root, staging: _move_cart_into_web_yaml(root),
+        [(CART, "A", CART_30)],
+        [(CART, "A", CART_30), (WEB, "A", WEB_20)],
+    ),
 ]
 
 
 @pytest.mark.parametrize("case", CHANGE_CASES, ids=[c.id for c in CHANGE_CASES])
 def test_change_is_served(dnsd_factory: Callable[..., DnsdHandle], root: Path, staging: Path, case: ChangeCase) -> None:
     populate(root, {**base_files(), **case.extra})
+    populate(staging, case.staged)
     h = dnsd_factory(root)
     wait_answer(h, WEB, "A", WEB_20)
     check_now(h, case.before)
@@ -375,6 +538,43 @@ def test_change_is_served(dnsd_factory: Callable[..., DnsdHandle], root: Path, s
     _new_file("probe.yaml", yaml_text(svc_doc("probe", "default", "10.96.0.99")))(root, staging)
     wait_answer(h, "probe.default.svc.cluster.local.", "A", a_rr("probe.default.svc.cluster.local.", "10.96.0.99"))
     check_now(h, case.after)
+
+
+def test_changes_inside_a_renamed_directory_are_seen(dnsd_factory: Callable[..., DnsdHandle], root: Path) -> None:
+    """inotify keeps watching a moved directory under its new name; the server must follow it."""
+    populate(root, base_files())
+    h = dnsd_factory(root)
+    wait_answer(h, CART, "A", CART_30)
+    os.rename(root / "shop", root / "shop2")
+    (root / "shop2" / "cart.yaml").write_text(yaml_text(svc_doc("cart", "shop", "10.96.1.31")))
+    wait_answer(h, CART, "A", a_rr(CART, "10.96.1.31"))
+    (root / "shop2" / "new.yaml").write_text(yaml_text(svc_doc("new", "shop", "10.96.1.32")))
+    wait_answer(h, "new.shop.svc.cluster.local.", "A", a_rr("new.shop.svc.cluster.local.", "10.96.1.32"))
+
+
+def test_burst_of_changes_converges(dnsd_factory: Callable[..., DnsdHandle], root: Path) -> None:
+    """Forty quick changes (writes, rewrites, renames, deletes) with no pause: the answers end up equal to the
+    final directory, whatever batches the watcher saw."""
+    populate(root, {"ns.yaml": yaml_text(ns_doc("default"))})
+    h = dnsd_factory(root)
+    wait_answer(h, "default.svc.cluster.local.", "A", NODATA)
+    final: dict[str, str | None] = {}  # service name -> ClusterIP, None when deleted
+    for i in range(40):
+        name = f"s{i % 12}"
+        path = root / f"{name}.yaml"
+        ip = f"10.96.5.{i + 1}"
+        if i % 7 == 6 and path.exists():
+            path.unlink()
+            final[name] = None
+        elif i % 3 == 0:
+            write_atomic(path, yaml_text(svc_doc(name, "default", ip)))
+            final[name] = ip
+        else:
+            path.write_text(yaml_text(svc_doc(name, "default", ip)))
+            final[name] = ip
+    for name, last_ip in sorted(final.items()):
+        fq = f"{name}.default.svc.cluster.local."
+        wait_answer(h, fq, "A", NX if last_ip is None else a_rr(fq, last_ip))
 
 
 def test_atomic_rename_seen_every_time(dnsd_factory: Callable[..., DnsdHandle], root: Path, staging: Path) -> None:
@@ -419,29 +619,47 @@ def _configmap_swap(root: Path, stamp: str, files: dict[str, str]) -> None:
         shutil.rmtree(root / old)
 
 
-def test_configmap_symlink_swap(dnsd_factory: Callable[..., DnsdHandle], root: Path, logs: pytest.LogCaptureFixture) -> None:
+def test_configmap_symlink_swap(
+    dnsd_factory: Callable[..., DnsdHandle], root: Path, logs: pytest.LogCaptureFixture
+) -> None:
     ns = yaml_text(ns_doc("default"), ns_doc("shop"))
     extra = "extra.default.svc.cluster.local."
-    _configmap_swap(root, "..2025_01_01_00_00_00.000000001", {"ns.yaml": ns, "svc.yaml": yaml_text(svc_doc("web", "default", "10.96.0.20"))})
+    _configmap_swap(
+        root,
+        "..2025_01_01_00_00_00.000000001",
+        {"ns.yaml": ns, "svc.yaml": yaml_text(svc_doc("web", "default", "10.96.0.20"))},
+    )
     h = dnsd_factory(root)
     wait_answer(h, WEB, "A", WEB_20)
     check_now(h, [(extra, "A", NX)])
 
     # 1: a changed key
-    _configmap_swap(root, "..2025_01_02_00_00_00.000000001", {"ns.yaml": ns, "svc.yaml": yaml_text(svc_doc("web", "default", "10.96.0.21"))})
+    _configmap_swap(
+        root,
+        "..2025_01_02_00_00_00.000000001",
+        {"ns.yaml": ns, "svc.yaml": yaml_text(svc_doc("web", "default", "10.96.0.21"))},
+    )
     wait_answer(h, WEB, "A", WEB_21)
 
     # 2: the swap still works the second time, and a key added to the ConfigMap appears
-    _configmap_swap(root, "..2025_01_03_00_00_00.000000001", {
-        "ns.yaml": ns,
-        "svc.yaml": yaml_text(svc_doc("web", "default", "10.96.0.22")),
-        "extra.yaml": yaml_text(svc_doc("extra", "default", "10.96.0.55")),
-    })
+    _configmap_swap(
+        root,
+        "..2025_01_03_00_00_00.000000001",
+        {
+            "ns.yaml": ns,
+            "svc.yaml": yaml_text(svc_doc("web", "default", "10.96.0.22")),
+            "extra.yaml": yaml_text(svc_doc("extra", "default", "10.96.0.55")),
+        },
+    )
     wait_answer(h, WEB, "A", a_rr(WEB, "10.96.0.22"))
     wait_answer(h, extra, "A", a_rr(extra, "10.96.0.55"))
 
     # 3: a key removed from the ConfigMap disappears
-    _configmap_swap(root, "..2025_01_04_00_00_00.000000001", {"ns.yaml": ns, "svc.yaml": yaml_text(svc_doc("web", "default", "10.96.0.22"))})
+    _configmap_swap(
+        root,
+        "..2025_01_04_00_00_00.000000001",
+        {"ns.yaml": ns, "svc.yaml": yaml_text(svc_doc("web", "default", "10.96.0.22"))},
+    )
     wait_answer(h, extra, "A", NX)
     check_now(h, [(WEB, "A", a_rr(WEB, "10.96.0.22"))])
 
@@ -495,38 +713,74 @@ spec:
   clusterIP: 10.96.0.41
 ---
 """  # 8 lines: the second document starts on line 9
+WEB_HEAD = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: default\nspec:\n"  # lines 9-14
 
 BAD_CASES = [
-    BadCase("half-written-yaml", "svc.yaml",
-            WEB2_DOC + 'apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: default\nspec:\n  clusterIP: "10.96.0.',
-            frozenset({15, 16}), ("yaml", "scan", "quoted", "end of stream", "parse", "syntax", "unexpected")),
-    BadCase("bad-indentation", "svc.yaml",
-            WEB2_DOC + "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n   namespace: default\nspec:\n  clusterIP: 10.96.0.21\n",
-            frozenset({12, 13}), ("yaml", "mapping", "parse", "syntax", "not allowed")),
-    BadCase("bad-json", "svc.json",
-            '{\n  "apiVersion": "v1",\n  "kind": "List",\n  "items": [\n'
-            '    {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web2", "namespace": "default"}, '
-            '"spec": {"clusterIP": "10.96.0.41"}},\n'
-            '    {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"} '
-            '"spec": {"clusterIP": "10.96.0.21"}}\n  ]\n}\n',
-            frozenset({6}), ("json", "delimiter", "expect", "parse", "syntax", "flow")),
-    BadCase("cluster-ip-not-an-ip", "svc.yaml",
-            WEB2_DOC + "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: default\nspec:\n  clusterIP: not-an-ip\n",
-            frozenset({8, 9, 14, 15}), ("not-an-ip",)),
-    BadCase("missing-metadata-name", "svc.yaml",
-            WEB2_DOC + "apiVersion: v1\nkind: Service\nmetadata:\n  namespace: default\nspec:\n  clusterIP: 10.96.0.21\n",
-            frozenset({8, 9, 11}), ("name",)),
-    BadCase("bad-port", "svc.yaml",
-            WEB2_DOC + "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: default\nspec:\n"
-            "  clusterIP: 10.96.0.21\n  ports:\n  - {name: http, port: 70000}\n",
-            frozenset({8, 9, 16, 17}), ("70000",)),
-    BadCase("document-not-a-mapping", "svc.yaml", WEB2_DOC + "- just\n- a list\n",
-            frozenset({8, 9}), ("mapping", "object", "list", "dict")),
-    BadCase("bad-item-in-kind-list", "svc.yaml",
-            "apiVersion: v1\nkind: List\nitems:\n"
-            "- {apiVersion: v1, kind: Service, metadata: {name: web2, namespace: default}, spec: {clusterIP: 10.96.0.41}}\n"
-            "- {apiVersion: v1, kind: Service, metadata: {name: web, namespace: default}, spec: {clusterIP: 10.96.0.300}}\n",
-            frozenset({1, 3, 5}), ("10.96.0.300",)),
+    BadCase(
+        "half-written-yaml",
+        "svc.yaml",
+        WEB2_DOC
+        + 'apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: default\nspec:\n  clusterIP: "10.96.0.',
+        frozenset({15, 16}),
+        ("yaml", "scan", "quoted", "end of stream", "parse", "syntax", "unexpected"),
+    ),
+    BadCase(
+        "bad-indentation",
+        "svc.yaml",
+        WEB2_DOC + WEB_HEAD.replace("  namespace", "   namespace") + "  clusterIP: 10.96.0.21\n",
+        frozenset({12, 13}),
+        ("yaml", "mapping", "parse", "syntax", "not allowed"),
+    ),
+    BadCase(
+        "bad-json",
+        "svc.json",
+        '{\n  "apiVersion": "v1",\n  "kind": "List",\n  "items": [\n'
+        '    {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web2", "namespace": "default"}, '
+        '"spec": {"clusterIP": "10.96.0.41"}},\n'
+        '    {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"} '
+        '"spec": {"clusterIP": "10.96.0.21"}}\n  ]\n}\n',
+        frozenset({6}),
+        ("json", "delimiter", "expect", "parse", "syntax", "flow"),
+    ),
+    BadCase(
+        "cluster-ip-not-an-ip",
+        "svc.yaml",
+        WEB2_DOC + WEB_HEAD + "  clusterIP: not-an-ip\n",
+        frozenset({8, 9, 14, 15}),
+        ("not-an-ip",),
+    ),
+    BadCase(
+        "missing-metadata-name",
+        "svc.yaml",
+        WEB2_DOC + "apiVersion: v1\nkind: Service\nmetadata:\n  namespace: default\nspec:\n  clusterIP: 10.96.0.21\n",
+        frozenset({8, 9, 11}),
+        ("name",),
+    ),
+    BadCase(
+        "bad-port",
+        "svc.yaml",
+        WEB2_DOC + WEB_HEAD + "  clusterIP: 10.96.0.21\n  ports:\n  - {name: http, port: 70000}\n",
+        frozenset({8, 9, 16, 17}),
+        ("70000",),
+    ),
+    BadCase(
+        "document-not-a-mapping",
+        "svc.yaml",
+        WEB2_DOC + "- just\n- a list\n",
+        frozenset({8, 9}),
+        ("mapping", "object", "list", "dict"),
+    ),
+    BadCase(
+        "bad-item-in-kind-list",
+        "svc.yaml",
+        "apiVersion: v1\nkind: List\nitems:\n"
+        "- apiVersion: v1\n  kind: Service\n  metadata: {name: web2, namespace: default}\n"
+        "  spec: {clusterIP: 10.96.0.41}\n"
+        "- apiVersion: v1\n  kind: Service\n  metadata: {name: web, namespace: default}\n"
+        "  spec: {clusterIP: 10.96.0.300}\n",
+        frozenset({1, 3, 8, 11}),  # the file, items, the item (line 8) or its clusterIP (line 11)
+        ("10.96.0.300",),
+    ),
 ]
 
 SLICE_GOOD = yaml_text(svc_doc("hl", "default", "None"), slice_doc("hl", "default", "hl-1", [("10.244.0.5", "hl-0")]))
@@ -534,16 +788,18 @@ SLICE_FIXED = yaml_text(svc_doc("hl", "default", "None"), slice_doc("hl", "defau
 HL = "hl.default.svc.cluster.local."
 
 
-def _bad_start(root: Path, filename: str) -> dict[str, str]:
-    good = GOOD_YAML
+def _as(filename: str, yaml_docs: str) -> str:
+    """The documents as the file's format: YAML as is, JSON as a kind: List."""
     if filename.endswith(".json"):
-        good = '{"apiVersion": "v1", "kind": "List", "items": [' + ", ".join(
-            yaml.safe_load(yaml.safe_dump(d)) and __import__("json").dumps(d)
-            for d in yaml.safe_load_all(GOOD_YAML)) + "]}"
+        return json.dumps({"apiVersion": "v1", "kind": "List", "items": list(yaml.safe_load_all(yaml_docs))}, indent=2)
+    return yaml_docs
+
+
+def _bad_start(root: Path, filename: str) -> dict[str, str]:
     return {
         "ns.yaml": yaml_text(ns_doc("default")),
         "other.yaml": yaml_text(svc_doc("other", "default", "10.96.0.30")),
-        filename: good,
+        filename: _as(filename, GOOD_YAML),
     }
 
 
@@ -584,12 +840,7 @@ def test_bad_file_keeps_last_good_content(
     assert any(word in reason for word in case.reason), f"no reason ({case.reason}) in {report!r}"
 
     # Fixing the file brings the new content.
-    fixed = FIXED_YAML if case.filename.endswith(".yaml") else FIXED_YAML.replace("", "")
-    if case.filename.endswith(".json"):
-        import json
-
-        fixed = json.dumps({"apiVersion": "v1", "kind": "List", "items": list(yaml.safe_load_all(FIXED_YAML))})
-    path.write_text(fixed)
+    path.write_text(_as(case.filename, FIXED_YAML))
     wait_answer(h, WEB, "A", a_rr(WEB, "10.96.0.22"))
     check_now(h, [(WEB2, "A", a_rr(WEB2, "10.96.0.42")), (OTHER, "A", a_rr(OTHER, "10.96.0.32"))])
 
@@ -597,8 +848,14 @@ def test_bad_file_keeps_last_good_content(
 def test_bad_slice_address_keeps_last_good_content(
     dnsd_factory: Callable[..., DnsdHandle], root: Path, logs: pytest.LogCaptureFixture
 ) -> None:
-    populate(root, {"ns.yaml": yaml_text(ns_doc("default")), "hl.yaml": SLICE_GOOD,
-                    "other.yaml": yaml_text(svc_doc("other", "default", "10.96.0.30"))})
+    populate(
+        root,
+        {
+            "ns.yaml": yaml_text(ns_doc("default")),
+            "hl.yaml": SLICE_GOOD,
+            "other.yaml": yaml_text(svc_doc("other", "default", "10.96.0.30")),
+        },
+    )
     path = root / "hl.yaml"
     h = dnsd_factory(root)
     wait_answer(h, HL, "A", a_rr(HL, "10.244.0.5"))
@@ -621,11 +878,22 @@ def test_bad_slice_address_keeps_last_good_content(
     wait_answer(h, HL, "A", a_rr(HL, "10.244.0.7"))
 
 
-def test_bad_file_at_startup(dnsd_factory: Callable[..., DnsdHandle], root: Path, logs: pytest.LogCaptureFixture) -> None:
+def test_bad_file_at_startup(
+    dnsd_factory: Callable[..., DnsdHandle], root: Path, logs: pytest.LogCaptureFixture
+) -> None:
     """A file that is bad from the start: reported once, the rest of the directory serves, fixing it loads it."""
-    bad = WEB2_DOC + "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: default\nspec:\n  clusterIP: not-an-ip\n"
-    populate(root, {"ns.yaml": yaml_text(ns_doc("default")), "svc.yaml": bad,
-                    "other.yaml": yaml_text(svc_doc("other", "default", "10.96.0.30"))})
+    bad = (
+        WEB2_DOC
+        + "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: default\nspec:\n  clusterIP: not-an-ip\n"
+    )
+    populate(
+        root,
+        {
+            "ns.yaml": yaml_text(ns_doc("default")),
+            "svc.yaml": bad,
+            "other.yaml": yaml_text(svc_doc("other", "default", "10.96.0.30")),
+        },
+    )
     path = root / "svc.yaml"
     h = dnsd_factory(root)
     wait_answer(h, OTHER, "A", a_rr(OTHER, "10.96.0.30"))
@@ -659,7 +927,9 @@ spec:
 """
 
 
-def test_half_write_then_completion(dnsd_factory: Callable[..., DnsdHandle], root: Path, logs: pytest.LogCaptureFixture) -> None:
+def test_half_write_then_completion(
+    dnsd_factory: Callable[..., DnsdHandle], root: Path, logs: pytest.LogCaptureFixture
+) -> None:
     """A writer stops half-way (the file is closed in the middle of a quoted IP), then finishes the file."""
     populate(root, _bad_start(root, "svc.yaml"))
     path = root / "svc.yaml"
@@ -677,24 +947,71 @@ def test_half_write_then_completion(dnsd_factory: Callable[..., DnsdHandle], roo
     assert len(_reports(logs, path, root)) == 1
 
 
-def test_same_bad_content_twice_reported_once_new_bad_content_reported_again(
+def test_new_bad_content_is_reported_again(
+    dnsd_factory: Callable[..., DnsdHandle], root: Path, logs: pytest.LogCaptureFixture
+) -> None:
+    """Unrelated changes (which rescan the directory) do not repeat a report; a different bad content is reported."""
+    populate(root, _bad_start(root, "svc.yaml"))
+    path = root / "svc.yaml"
+    h = dnsd_factory(root)
+    wait_answer(h, WEB, "A", WEB_20)
+    path.write_text(GOOD_YAML.replace("10.96.0.20", "not-an-ip"))
+    wait_until(lambda: _reports(logs, path, root), CHANGE_TIMEOUT)
+    for ip in ("10.96.0.31", "10.96.0.32", "10.96.0.33"):
+        write_atomic(root / "other.yaml", yaml_text(svc_doc("other", "default", ip)))
+        wait_answer(h, OTHER, "A", a_rr(OTHER, ip))
+    assert len(_reports(logs, path, root)) == 1
+    path.write_text(GOOD_YAML.replace("10.96.0.20", "also-not-an-ip"))
+    wait_until(lambda: any("also-not-an-ip" in r for r in _reports(logs, path, root)), CHANGE_TIMEOUT)
+    check_now(h, [(WEB, "A", WEB_20), (WEB2, "A", a_rr(WEB2, "10.96.0.40"))])
+    assert len(_reports(logs, path, root)) == 2
+
+
+def test_deleting_a_bad_file_withdraws_its_last_good_objects(
     dnsd_factory: Callable[..., DnsdHandle], root: Path, logs: pytest.LogCaptureFixture
 ) -> None:
     populate(root, _bad_start(root, "svc.yaml"))
     path = root / "svc.yaml"
     h = dnsd_factory(root)
     wait_answer(h, WEB, "A", WEB_20)
-    bad1 = GOOD_YAML.replace("10.96.0.20", "not-an-ip")
-    path.write_text(bad1)
+    path.write_text(GOOD_YAML.replace("10.96.0.20", "not-an-ip"))
     wait_until(lambda: _reports(logs, path, root), CHANGE_TIMEOUT)
-    path.write_text(bad1)  # rewritten unchanged (an editor saving again)
-    write_atomic(root / "other.yaml", yaml_text(svc_doc("other", "default", "10.96.0.31")))
-    wait_answer(h, OTHER, "A", a_rr(OTHER, "10.96.0.31"))
-    assert len(_reports(logs, path, root)) == 1
-    bad2 = GOOD_YAML.replace("10.96.0.20", "also-not-an-ip")
-    path.write_text(bad2)
-    wait_until(lambda: any("also-not-an-ip" in r for r in _reports(logs, path, root)), CHANGE_TIMEOUT)
     check_now(h, [(WEB, "A", WEB_20)])
+    path.unlink()
+    wait_answer(h, WEB, "A", NX)
+    check_now(h, [(WEB2, "A", NX), (OTHER, "A", a_rr(OTHER, "10.96.0.30"))])
+
+
+def _replace_dir_rmtree(root: Path, files: dict[str, str]) -> None:
+    shutil.rmtree(root)
+    populate(root, files)
+
+
+def _replace_dir_rename(root: Path, files: dict[str, str]) -> None:
+    new = root.with_name(root.name + ".new")
+    populate(new, files)
+    old = root.with_name(root.name + ".old")
+    os.rename(root, old)
+    os.rename(new, root)
+    shutil.rmtree(old)
+
+
+@pytest.mark.parametrize("replace_dir", [_replace_dir_rmtree, _replace_dir_rename], ids=["rmtree-mkdir", "rename-swap"])
+def test_manifest_directory_replaced(
+    dnsd_factory: Callable[..., DnsdHandle], root: Path, replace_dir: Callable[[Path, dict[str, str]], None]
+) -> None:
+    """The whole directory is replaced (rm -r and re-created, or a new directory renamed into place): the new
+    content is served and the watch follows the new directory."""
+    populate(root, base_files())
+    h = dnsd_factory(root)
+    wait_answer(h, WEB, "A", WEB_20)
+    files = base_files()
+    files["web.yaml"] = yaml_text(svc_doc("web", "default", "10.96.0.21"))
+    replace_dir(root, files)
+    wait_answer(h, WEB, "A", WEB_21)
+    (root / "web.yaml").write_text(yaml_text(svc_doc("web", "default", "10.96.0.22")))
+    wait_answer(h, WEB, "A", a_rr(WEB, "10.96.0.22"))
+    check_now(h, [(CART, "A", CART_30)])
 
 
 # ---------------------------------------------------------------- duplicates
@@ -716,28 +1033,30 @@ DUP_CASES = [
 
 
 def _svc_file(rel: str, *docs: dict[str, Any]) -> str:
-    if rel.endswith(".json"):
-        import json
-
-        return json.dumps({"apiVersion": "v1", "kind": "List", "items": list(docs)})
-    return yaml_text(*docs)
+    return _as(rel, yaml_text(*docs))
 
 
 @pytest.mark.parametrize("case", DUP_CASES, ids=[c.id for c in DUP_CASES])
 def test_duplicate_object_later_file_wins(
     dnsd_factory: Callable[..., DnsdHandle], root: Path, logs: pytest.LogCaptureFixture, case: DupCase
 ) -> None:
-    populate(root, {
-        "00-ns.yaml": yaml_text(ns_doc("default")),
-        case.loser: _svc_file(case.loser, svc_doc("web", "default", "10.96.0.20")),
-        case.winner: _svc_file(case.winner, svc_doc("web", "default", "10.96.0.21")),
-    })
+    populate(
+        root,
+        {
+            "00-ns.yaml": yaml_text(ns_doc("default")),
+            case.loser: _svc_file(case.loser, svc_doc("web", "default", "10.96.0.20")),
+            case.winner: _svc_file(case.winner, svc_doc("web", "default", "10.96.0.21")),
+        },
+    )
     h = dnsd_factory(root)
     wait_answer(h, WEB, "A", WEB_21)
 
     def warned() -> list[str]:
-        return [r.getMessage() for r in list(logs.records) if r.levelno >= logging.WARNING
-                and case.loser in r.getMessage() and case.winner in r.getMessage()]
+        return [
+            r.getMessage()
+            for r in list(logs.records)
+            if r.levelno >= logging.WARNING and case.loser in r.getMessage() and case.winner in r.getMessage()
+        ]
 
     wait_until(warned, CHANGE_TIMEOUT)
     # Deleting the winning file makes the other definition serve.
@@ -749,20 +1068,33 @@ def test_duplicate_in_a_file_sorting_earlier_does_not_win(
     dnsd_factory: Callable[..., DnsdHandle], root: Path, logs: pytest.LogCaptureFixture
 ) -> None:
     marker = "marker.default.svc.cluster.local."
-    populate(root, {"00-ns.yaml": yaml_text(ns_doc("default")),
-                    "20-second.yaml": yaml_text(svc_doc("web", "default", "10.96.0.21"))})
+    populate(
+        root,
+        {
+            "00-ns.yaml": yaml_text(ns_doc("default")),
+            "20-second.yaml": yaml_text(svc_doc("web", "default", "10.96.0.21")),
+        },
+    )
     h = dnsd_factory(root)
     wait_answer(h, WEB, "A", WEB_21)
     # A new file sorting earlier defines web too (and a marker, so we know it has been read).
-    (root / "10-first.yaml").write_text(yaml_text(svc_doc("web", "default", "10.96.0.20"),
-                                                  svc_doc("marker", "default", "10.96.0.60")))
+    (root / "10-first.yaml").write_text(
+        yaml_text(svc_doc("web", "default", "10.96.0.20"), svc_doc("marker", "default", "10.96.0.60"))
+    )
     wait_answer(h, marker, "A", a_rr(marker, "10.96.0.60"))
     check_now(h, [(WEB, "A", WEB_21)])
-    wait_until(lambda: [r for r in list(logs.records) if r.levelno >= logging.WARNING
-                        and "10-first.yaml" in r.getMessage() and "20-second.yaml" in r.getMessage()], CHANGE_TIMEOUT)
+    wait_until(
+        lambda: [
+            r
+            for r in list(logs.records)
+            if r.levelno >= logging.WARNING and "10-first.yaml" in r.getMessage() and "20-second.yaml" in r.getMessage()
+        ],
+        CHANGE_TIMEOUT,
+    )
     # Editing the losing definition does not change the answer either.
-    (root / "10-first.yaml").write_text(yaml_text(svc_doc("web", "default", "10.96.0.25"),
-                                                  svc_doc("marker", "default", "10.96.0.61")))
+    (root / "10-first.yaml").write_text(
+        yaml_text(svc_doc("web", "default", "10.96.0.25"), svc_doc("marker", "default", "10.96.0.61"))
+    )
     wait_answer(h, marker, "A", a_rr(marker, "10.96.0.61"))
     check_now(h, [(WEB, "A", WEB_21)])
     # Editing the winner does.
@@ -776,17 +1108,25 @@ def test_duplicate_in_a_file_sorting_earlier_does_not_win(
 def test_same_name_different_namespace_or_kind_is_no_duplicate(
     dnsd_factory: Callable[..., DnsdHandle], root: Path, logs: pytest.LogCaptureFixture
 ) -> None:
-    populate(root, {
-        "ns.yaml": yaml_text(ns_doc("default"), ns_doc("shop")),
-        "a.yaml": yaml_text(svc_doc("web", "default", "10.96.0.20")),
-        "b.yaml": yaml_text(svc_doc("web", "shop", "10.96.1.20"),
-                            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "web", "namespace": "default"}}),
-    })
+    populate(
+        root,
+        {
+            "ns.yaml": yaml_text(ns_doc("default"), ns_doc("shop")),
+            "a.yaml": yaml_text(svc_doc("web", "default", "10.96.0.20")),
+            "b.yaml": yaml_text(
+                svc_doc("web", "shop", "10.96.1.20"),
+                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "web", "namespace": "default"}},
+            ),
+        },
+    )
     h = dnsd_factory(root)
     wait_answer(h, WEB, "A", WEB_20)
     check_now(h, [("web.shop.svc.cluster.local.", "A", a_rr("web.shop.svc.cluster.local.", "10.96.1.20"))])
-    assert [r.getMessage() for r in list(logs.records) if r.levelno >= logging.WARNING
-            and "a.yaml" in r.getMessage() and "b.yaml" in r.getMessage()] == []
+    assert [
+        r.getMessage()
+        for r in list(logs.records)
+        if r.levelno >= logging.WARNING and "a.yaml" in r.getMessage() and "b.yaml" in r.getMessage()
+    ] == []
 
 
 # ---------------------------------------------------------------- nothing stale
@@ -801,30 +1141,70 @@ class StaleCase:
 
 
 STALE_CASES = [
-    StaleCase("service-deleted",
-              _replace("web.yaml", yaml_text(svc_doc("fresh", "default", "10.96.0.50"))),
-              [(WEB, "A"), ("WeB.DeFaUlT.sVc.ClUsTeR.lOcAl.", "A"), ("_http._tcp." + WEB, "SRV"), (WEB, "SRV"),
-               (WEB, "AAAA"), ("20.0.96.10.in-addr.arpa.", "PTR")],
-              [(WEB, "A", NX), ("WeB.DeFaUlT.sVc.ClUsTeR.lOcAl.", "A", NX), ("_http._tcp." + WEB, "SRV", NX),
-               (WEB, "SRV", NX), (WEB, "AAAA", NX), ("20.0.96.10.in-addr.arpa.", "PTR", NX)]),
-    StaleCase("file-deleted", _unlink("web.yaml"),
-              [(WEB, "A"), ("_http._tcp." + WEB, "SRV"), ("20.0.96.10.in-addr.arpa.", "PTR")],
-              [(WEB, "A", NX), ("_http._tcp." + WEB, "SRV", NX), ("20.0.96.10.in-addr.arpa.", "PTR", NX)]),
-    StaleCase("cluster-ip-changed", _replace("web.yaml", yaml_text(svc_doc("web", "default", "10.96.0.21"))),
-              [(WEB, "A"), ("20.0.96.10.in-addr.arpa.", "PTR")],
-              [(WEB, "A", WEB_21), ("20.0.96.10.in-addr.arpa.", "PTR", NX),
-               ("21.0.96.10.in-addr.arpa.", "PTR", ok(f"21.0.96.10.in-addr.arpa. 5 IN PTR {WEB}"))]),
-    StaleCase("endpoint-removed",
-              _replace("shop/orders.yaml", yaml_text(svc_doc("orders", "shop", "None"),
-                                                     slice_doc("orders", "shop", "orders-abc", [("10.244.1.20", "orders-0")]))),
-              [(ORDERS, "A"), ("10-244-1-21." + ORDERS, "A"), ("_http._tcp." + ORDERS, "SRV"),
-               ("21.1.244.10.in-addr.arpa.", "PTR")],
-              [(ORDERS, "A", a_rr(ORDERS, "10.244.1.20")), ("10-244-1-21." + ORDERS, "A", NX),
-               ("_http._tcp." + ORDERS, "SRV", ok(f"_http._tcp.{ORDERS} 5 IN SRV 0 100 80 orders-0.{ORDERS}")),
-               ("21.1.244.10.in-addr.arpa.", "PTR", NX)]),
-    StaleCase("namespace-deleted", _replace("ns.yaml", yaml_text(ns_doc("default"))),
-              [(CART, "A"), (ORDERS, "A"), ("shop.svc.cluster.local.", "A")],
-              [(CART, "A", NX), (ORDERS, "A", NX), ("shop.svc.cluster.local.", "A", NX), (WEB, "A", WEB_20)]),
+    StaleCase(
+        "service-deleted",
+        _replace("web.yaml", yaml_text(svc_doc("fresh", "default", "10.96.0.50"))),
+        [
+            (WEB, "A"),
+            ("WeB.DeFaUlT.sVc.ClUsTeR.lOcAl.", "A"),
+            ("_http._tcp." + WEB, "SRV"),
+            (WEB, "SRV"),
+            (WEB, "AAAA"),
+            ("20.0.96.10.in-addr.arpa.", "PTR"),
+        ],
+        [
+            (WEB, "A", NX),
+            ("WeB.DeFaUlT.sVc.ClUsTeR.lOcAl.", "A", NX),
+            ("_http._tcp." + WEB, "SRV", NX),
+            (WEB, "SRV", NX),
+            (WEB, "AAAA", NX),
+            ("20.0.96.10.in-addr.arpa.", "PTR", NX),
+        ],
+    ),
+    StaleCase(
+        "file-deleted",
+        _unlink("web.yaml"),
+        [(WEB, "A"), ("_http._tcp." + WEB, "SRV"), ("20.0.96.10.in-addr.arpa.", "PTR")],
+        [(WEB, "A", NX), ("_http._tcp." + WEB, "SRV", NX), ("20.0.96.10.in-addr.arpa.", "PTR", NX)],
+    ),
+    StaleCase(
+        "cluster-ip-changed",
+        _replace("web.yaml", yaml_text(svc_doc("web", "default", "10.96.0.21"))),
+        [(WEB, "A"), ("20.0.96.10.in-addr.arpa.", "PTR")],
+        [
+            (WEB, "A", WEB_21),
+            ("20.0.96.10.in-addr.arpa.", "PTR", NX),
+            ("21.0.96.10.in-addr.arpa.", "PTR", ok(f"21.0.96.10.in-addr.arpa. 5 IN PTR {WEB}")),
+        ],
+    ),
+    StaleCase(
+        "endpoint-removed",
+        _replace(
+            "shop/orders.yaml",
+            yaml_text(
+                svc_doc("orders", "shop", "None"),
+                slice_doc("orders", "shop", "orders-abc", [("10.244.1.20", "orders-0")]),
+            ),
+        ),
+        [
+            (ORDERS, "A"),
+            ("10-244-1-21." + ORDERS, "A"),
+            ("_http._tcp." + ORDERS, "SRV"),
+            ("21.1.244.10.in-addr.arpa.", "PTR"),
+        ],
+        [
+            (ORDERS, "A", a_rr(ORDERS, "10.244.1.20")),
+            ("10-244-1-21." + ORDERS, "A", NX),
+            ("_http._tcp." + ORDERS, "SRV", ok(f"_http._tcp.{ORDERS} 5 IN SRV 0 100 80 orders-0.{ORDERS}")),
+            ("21.1.244.10.in-addr.arpa.", "PTR", NX),
+        ],
+    ),
+    StaleCase(
+        "namespace-deleted",
+        _replace("ns.yaml", yaml_text(ns_doc("default"))),
+        [(CART, "A"), (ORDERS, "A"), ("shop.svc.cluster.local.", "A")],
+        [(CART, "A", NX), (ORDERS, "A", NX), ("shop.svc.cluster.local.", "A", NX), (WEB, "A", WEB_20)],
+    ),
 ]
 
 VARIANTS: list[dict[str, Any]] = [{}, {"edns": 0}, {"tcp": True}, {"edns": 0, "dnssec": True}]

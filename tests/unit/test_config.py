@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
-from dnsd.config import ConfigError, load_config, parse_config
+import dnsd.config
+from dnsd.config import load_config, parse_config
+from dnsd.errors import ConfigError, DnsdError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "data" / "configs"
 GOOD = sorted((CONFIGS / "good").glob("*.yaml"))
@@ -28,6 +30,11 @@ FILES = {"files": "tests/data/store/e2e"}
 def with_source(**cluster: Any) -> dict[str, Any]:
     """A cluster section with a files source plus the given keys."""
     return {"source": dict(FILES), **cluster}
+
+
+def test_config_error_is_exported_by_dnsd_config() -> None:
+    assert vars(dnsd.config)["ConfigError"] is ConfigError
+    assert issubclass(ConfigError, DnsdError)
 
 
 # ---------------------------------------------------------------- defaults
@@ -95,15 +102,31 @@ GOOD_CASES = [
     Good("ttl-max", {"cluster": with_source(ttl=3600)}, (("cluster.ttl", 3600),)),
     Good("pods-insecure", {"cluster": with_source(pods="insecure")}, (("cluster.pods", "insecure"),)),
     Good("pods-verified", {"cluster": with_source(pods="verified")}, (("cluster.pods", "verified"),)),
-    Good("domain-trailing-dot", {"cluster": with_source(domain="Example.Internal.")}, (("cluster.domain", "example.internal"),)),
-    Good("namespaces", {"cluster": with_source(namespaces=["default", "kube-system"])},
-         (("cluster.namespaces", ("default", "kube-system")),)),
-    Good("fallthrough", {"cluster": with_source(fallthrough=["in-addr.arpa", "ip6.arpa"])},
-         (("cluster.fallthrough", ("in-addr.arpa", "ip6.arpa")),)),
-    Good("reverse-subzone", {"cluster": with_source(reverse_zones=["0.96.10.in-addr.arpa"])},
-         (("cluster.reverse_zones", ("0.96.10.in-addr.arpa",)),)),
-    Good("bools", {"cluster": with_source(endpoint_pod_names=True, ignore_empty_service=True)},
-         (("cluster.endpoint_pod_names", True), ("cluster.ignore_empty_service", True))),
+    Good(
+        "domain-trailing-dot",
+        {"cluster": with_source(domain="Example.Internal.")},
+        (("cluster.domain", "example.internal"),),
+    ),
+    Good(
+        "namespaces",
+        {"cluster": with_source(namespaces=["default", "kube-system"])},
+        (("cluster.namespaces", ("default", "kube-system")),),
+    ),
+    Good(
+        "fallthrough",
+        {"cluster": with_source(fallthrough=["in-addr.arpa", "ip6.arpa"])},
+        (("cluster.fallthrough", ("in-addr.arpa", "ip6.arpa")),),
+    ),
+    Good(
+        "reverse-subzone",
+        {"cluster": with_source(reverse_zones=["0.96.10.in-addr.arpa"])},
+        (("cluster.reverse_zones", ("0.96.10.in-addr.arpa",)),),
+    ),
+    Good(
+        "bools",
+        {"cluster": with_source(endpoint_pod_names=True, ignore_empty_service=True)},
+        (("cluster.endpoint_pod_names", True), ("cluster.ignore_empty_service", True)),
+    ),
     Good("listen-v4-v6", {"listen": ["127.0.0.1:0", "[::1]:5353"]}, ()),
     Good("workers", {"workers": 4}, (("workers", 4),)),
     Good("http-null", {"http": None}, (("http", None),)),
@@ -112,10 +135,18 @@ GOOD_CASES = [
     Good("zones-empty", {"zones": ""}, (("zones", None),)),
     Good("forward-null", {"forward": None}, ()),
     Good("forward-empty", {"forward": {}}, ()),
-    Good("forward-full", {"forward": {"upstreams": ["127.0.0.1:25353", "::1", "/etc/resolv.conf"],
-                                      "policy": "random", "timeout": 0.25,
-                                      "domains": {"corp.example": ["10.0.0.53"]}}},
-         (("forward.policy", "random"), ("forward.timeout", 0.25))),
+    Good(
+        "forward-full",
+        {
+            "forward": {
+                "upstreams": ["127.0.0.1:25353", "::1", "/etc/resolv.conf"],
+                "policy": "random",
+                "timeout": 0.25,
+                "domains": {"corp.example": ["10.0.0.53"]},
+            }
+        },
+        (("forward.policy", "random"), ("forward.timeout", 0.25)),
+    ),
     Good("forward-round-robin", {"forward": {"policy": "round_robin"}}, (("forward.policy", "round_robin"),)),
     Good("recursion-null", {"recursion": None}, ()),
     Good("recursion-empty", {"recursion": ""}, ()),
@@ -125,24 +156,35 @@ GOOD_CASES = [
     Good("root-hints-empty", {"root_hints": ""}, (("root_hints", None),)),
     Good("cache-null", {"cache": None}, (("cache.size", 10000),)),
     Good("cache-empty", {"cache": {}}, (("cache.size", 10000),)),
-    Good("cache-full", {"cache": {"size": 0, "success_ttl_max": 60, "denial_ttl_max": 30, "prefetch": True,
-                                  "serve_stale": 600}},
-         (("cache.size", 0), ("cache.serve_stale", 600), ("cache.prefetch", True))),
+    Good(
+        "cache-full",
+        {"cache": {"size": 0, "success_ttl_max": 60, "denial_ttl_max": 30, "prefetch": True, "serve_stale": 600}},
+        (("cache.size", 0), ("cache.serve_stale", 600), ("cache.prefetch", True)),
+    ),
     Good("allow-recursion-empty", {"allow_recursion": []}, (("allow_recursion", ()),)),
     Good("allow-recursion-null", {"allow_recursion": None}, ()),
     Good("log-null", {"log": None}, (("log.level", "info"),)),
     Good("log-empty", {"log": {}}, (("log.level", "info"),)),
     Good("log-debug", {"log": {"level": "debug", "queries": True}}, (("log.level", "debug"), ("log.queries", True))),
-    Good("tcp", {"tcp": {"idle_timeout": 3, "message_timeout": 1, "max_connections": 5, "max_pipeline": 2}},
-         (("tcp.max_connections", 5), ("tcp.max_pipeline", 2))),
+    Good(
+        "tcp",
+        {"tcp": {"idle_timeout": 3, "message_timeout": 1, "max_connections": 5, "max_pipeline": 2}},
+        (("tcp.max_connections", 5), ("tcp.max_pipeline", 2)),
+    ),
     Good("tcp-null", {"tcp": None}, (("tcp.max_connections", 1000),)),
     Good("cluster-null", {"cluster": None}, (("cluster.ttl", 5),)),
-    Good("lists-null", {"cluster": with_source(reverse_zones=None, namespaces=None, fallthrough=None)},
-         (("cluster.namespaces", ()),)),
+    Good(
+        "lists-null",
+        {"cluster": with_source(reverse_zones=None, namespaces=None, fallthrough=None)},
+        (("cluster.namespaces", ()),),
+    ),
     Good("source-kubernetes-in-cluster", {"cluster": {"source": {"kubernetes": {"in_cluster": True}}}}, ()),
     Good("source-kubernetes-kubeconfig", {"cluster": {"source": {"kubernetes": {"kubeconfig": "~/.kube/config"}}}}, ()),
-    Good("source-etcd", {"cluster": {"source": {"etcd": {"endpoints": ["http://127.0.0.1:2379"], "prefix": "/dnsd/"}}}},
-         ()),
+    Good(
+        "source-etcd",
+        {"cluster": {"source": {"etcd": {"endpoints": ["http://127.0.0.1:2379"], "prefix": "/dnsd/"}}}},
+        (),
+    ),
 ]
 
 
@@ -200,8 +242,11 @@ BAD_CASES = [
     Bad("unknown-top", {"clusterr": {}}, "clusterr"),
     Bad("unknown-cluster", {"cluster": with_source(ttll=5)}, "cluster.ttll"),
     Bad("unknown-source", {"cluster": {"source": {"files": "x", "filez": "y"}}}, "cluster.source.filez"),
-    Bad("unknown-kubernetes", {"cluster": {"source": {"kubernetes": {"in_cluster": True, "token": "x"}}}},
-        "cluster.source.kubernetes.token"),
+    Bad(
+        "unknown-kubernetes",
+        {"cluster": {"source": {"kubernetes": {"in_cluster": True, "token": "x"}}}},
+        "cluster.source.kubernetes.token",
+    ),
     Bad("unknown-forward", {"forward": {"upstream": ["1.1.1.1"]}}, "forward.upstream"),
     Bad("unknown-cache", {"cache": {"sise": 10}}, "cache.sise"),
     Bad("unknown-log", {"log": {"levle": "info"}}, "log.levle"),
@@ -214,19 +259,42 @@ BAD_CASES = [
     Bad("pods-sometimes", {"cluster": with_source(pods="sometimes")}, "cluster.pods", "sometimes"),
     Bad("pods-bool", {"cluster": with_source(pods=True)}, "cluster.pods", "True"),
     Bad("domain-bad", {"cluster": with_source(domain="bad domain!")}, "cluster.domain", "bad domain!"),
-    Bad("reverse-not-arpa", {"cluster": with_source(reverse_zones=["example.com"])}, "cluster.reverse_zones",
-        "example.com"),
-    Bad("endpoint-pod-names-string", {"cluster": with_source(endpoint_pod_names="yes")}, "cluster.endpoint_pod_names",
-        "yes"),
-    Bad("ignore-empty-service-int", {"cluster": with_source(ignore_empty_service=2)}, "cluster.ignore_empty_service",
-        "2"),
+    Bad(
+        "reverse-not-arpa",
+        {"cluster": with_source(reverse_zones=["example.com"])},
+        "cluster.reverse_zones",
+        "example.com",
+    ),
+    Bad(
+        "endpoint-pod-names-string",
+        {"cluster": with_source(endpoint_pod_names="yes")},
+        "cluster.endpoint_pod_names",
+        "yes",
+    ),
+    Bad(
+        "ignore-empty-service-int",
+        {"cluster": with_source(ignore_empty_service=2)},
+        "cluster.ignore_empty_service",
+        "2",
+    ),
     Bad("namespaces-not-list", {"cluster": with_source(namespaces="default")}, "cluster.namespaces", "default"),
-    Bad("namespaces-bad-name", {"cluster": with_source(namespaces=["Not_A_Namespace"])}, "cluster.namespaces",
-        "Not_A_Namespace"),
-    Bad("fallthrough-not-list", {"cluster": with_source(fallthrough="in-addr.arpa")}, "cluster.fallthrough",
-        "in-addr.arpa"),
-    Bad("source-two", {"cluster": {"source": {"files": "x", "etcd": {"endpoints": ["http://127.0.0.1:2379"]}}}},
-        "cluster.source"),
+    Bad(
+        "namespaces-bad-name",
+        {"cluster": with_source(namespaces=["Not_A_Namespace"])},
+        "cluster.namespaces",
+        "Not_A_Namespace",
+    ),
+    Bad(
+        "fallthrough-not-list",
+        {"cluster": with_source(fallthrough="in-addr.arpa")},
+        "cluster.fallthrough",
+        "in-addr.arpa",
+    ),
+    Bad(
+        "source-two",
+        {"cluster": {"source": {"files": "x", "etcd": {"endpoints": ["http://127.0.0.1:2379"]}}}},
+        "cluster.source",
+    ),
     Bad("source-none", {"cluster": {"source": {}}}, "cluster.source"),
     Bad("source-not-mapping", {"cluster": {"source": "config/cluster"}}, "cluster.source", "config/cluster"),
     Bad("kubernetes-neither", {"cluster": {"source": {"kubernetes": {}}}}, "cluster.source.kubernetes"),
@@ -263,7 +331,7 @@ def test_rejected(case: Bad) -> None:
         parse_config(case.data)
     msg = str(info.value)
     assert msg.startswith(case.path), f"message does not start with the key path {case.path!r}: {msg!r}"
-    rest = msg[len(case.path):]
+    rest = msg[len(case.path) :]
     # `path: what is wrong: value` (a list index such as listen[0] may sit between the path and the colon)
     m = re.match(r"(\[\d+\])?: (.+): (.*)$", rest, re.S)
     assert m, f"message is not 'path: what is wrong: value': {msg!r}"

@@ -122,9 +122,12 @@ def test_changed_answer_is_served_after_the_change() -> None:
 def test_serial_is_patched_into_cached_negative_answers() -> None:
     engine, store = _engine()
     before = _ask(engine, "nope.default.svc.cluster.local.")
-    store.serial = before.authority[0][0].serial + 7  # as a later store change would move it
+    _ask(engine, "nope.default.svc.cluster.local.")  # now an exact-query hit
+    # A change elsewhere moves the serial (to the future here, so the clock cannot hide the move).
+    store.serial = before.authority[0][0].serial + 100_000
+    store.apply([_svc("unrelated", "10.96.0.99")], [])
     after = _ask(engine, "nope.default.svc.cluster.local.")
-    assert after.authority[0][0].serial == store.serial
+    assert after.authority[0][0].serial == before.authority[0][0].serial + 100_000
 
 
 @pytest.mark.parametrize("qid", [0, 1, 0xBEEF, 0xFFFF])
