@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import socket
 
 from dnsd.chain import Chain, ClusterHandler
@@ -47,7 +48,9 @@ class App:
         self.records = ClusterRecords(cfg.cluster, self.store, server_ips(cfg))
         self.chain = Chain([ClusterHandler(self.records)])
         self.engine = Engine(self.chain, self.store, log_queries=cfg.log.queries)
-        self.server = DnsServer(self.engine, cfg.listen, cfg.tcp)
+        # DNSD_UDP_BATCH=0 turns recvmmsg/sendmmsg off (the tests run both UDP paths).
+        batch_io = os.environ.get("DNSD_UDP_BATCH", "1") != "0"
+        self.server = DnsServer(self.engine, cfg.listen, cfg.tcp, batch_io)
         source = cfg.cluster.source
         if not isinstance(source, FilesSource):
             raise DnsdError(
