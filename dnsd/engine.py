@@ -14,7 +14,16 @@ from dnsd.errors import FormatError
 from dnsd.fastpath import FastTable
 from dnsd.render import finish, render, simple_reply
 from dnsd.store import Store
-from dnsd.wire import Query, Verdict, check_header, header_only, parse_query, rcode_text, type_text
+from dnsd.wire import (
+    Query,
+    Verdict,
+    check_header,
+    header_only,
+    is_ixfr_request,
+    parse_query,
+    rcode_text,
+    type_text,
+)
 
 log = logging.getLogger(__name__)
 qlog = logging.getLogger("dnsd.query")
@@ -107,6 +116,10 @@ class Engine:
         if verdict is Verdict.DROP:
             self.counters.dropped += 1
             return None
+        if verdict is Verdict.FORMERR and is_ixfr_request(data):
+            # An IXFR request carries the client's SOA in authority (RFC 1995 3), which the header check
+            # rejects; it is a transfer request like any other: not over UDP, and none configured over TCP.
+            return header_only(data, Verdict.REFUSED if tcp else Verdict.NOTIMP)
         if verdict is not Verdict.OK:
             if verdict is Verdict.FORMERR:
                 self.counters.formerr += 1

@@ -72,7 +72,7 @@ class ClusterRecords:
 
     def zone_of(self, name: Labels) -> Labels | None:
         for zone in self.zones:
-            if name[len(name) - len(zone) :] == zone or not zone:
+            if len(name) >= len(zone) and name[len(name) - len(zone) :] == zone:
                 return zone
         return None
 

@@ -13,7 +13,7 @@ from enum import Enum
 import dns.rcode
 import dns.rdatatype
 
-from dnsd.answer import FORMERR, NOTIMP, OPT, Labels
+from dnsd.answer import FORMERR, IXFR, NOTIMP, OPT, REFUSED, Labels
 from dnsd.errors import FormatError
 
 MAX_QUERY_SIZE = 4096  # no legitimate query is larger (one question, one OPT with a few options)
@@ -30,6 +30,7 @@ class Verdict(Enum):
     DROP = "drop"  # shorter than a header, or a response (QR=1): no reply at all
     NOTIMP = "notimp"
     FORMERR = "formerr"
+    REFUSED = "refused"
     OK = "ok"
 
 
@@ -99,7 +100,8 @@ def split_labels(wire: bytes) -> Labels:
     i = 0
     while wire[i]:
         length = wire[i]
-        out.append(wire[i + 1 : i + 1 + length].decode("latin-1").lower())
+        # ASCII-only lower-casing (RFC 4343), the same as the key's bytes.lower(): other octets stay as sent.
+        out.append(wire[i + 1 : i + 1 + length].lower().decode("latin-1"))
         i += length + 1
     return tuple(out)
 
@@ -207,13 +209,27 @@ def _check_ecs(value: bytes) -> None:
 # ---------------------------------------------------------------- replies that need no renderer
 
 
+def is_ixfr_request(data: bytes) -> bool:
+    """One question of type IXFR, nothing in answer, the client's SOA in authority (RFC 1995 3)."""
+    _, _, qd, an, ns, ar = _HEADER.unpack_from(data)
+    if (qd, an, ns) != (1, 0, 1) or ar > 1 or len(data) > MAX_QUERY_SIZE or (data[2] >> 3) & 0x0F:
+        return False
+    try:
+        _, off = read_name(data, 12)
+    except FormatError:
+        return False
+    return off + 4 <= len(data) and struct.unpack_from("!H", data, off)[0] == IXFR
+
+
 def header_only(data: bytes, verdict: Verdict) -> bytes:
-    """FORMERR or NOTIMP from the header alone: ID and opcode echoed, no question, no flags but QR
+    """FORMERR, NOTIMP or REFUSED from the header alone: ID and opcode echoed, no question, no flags but QR
     (RD is copied on FORMERR; on NOTIMP nothing is echoed, as genreport's opcodeflg test expects)."""
     qid = data[0:2]
     opcode_bits = data[2] & 0x78
     if verdict is Verdict.NOTIMP:
         return qid + bytes((0x80 | opcode_bits, NOTIMP)) + bytes(8)
+    if verdict is Verdict.REFUSED:
+        return qid + bytes((0x80 | opcode_bits | (data[2] & 0x01), REFUSED)) + bytes(8)
     return qid + bytes((0x80 | opcode_bits | (data[2] & 0x01), FORMERR)) + bytes(8)
 
 
