@@ -7,7 +7,6 @@ the wire (the OPT record's exact fields and position) and through dnspython (the
 from __future__ import annotations
 
 import secrets
-import socket
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,22 +14,47 @@ from pathlib import Path
 
 import dns.message
 import dns.rcode
-import dns.rrset
 import pytest
-from support import (
-    DnsdHandle,
-    base_config,
-    read_tcp_message,
-    rr_lines,
-    run_dnsd,
-    tcp_frame,
-    zone_lines,
+from rawdns import (
+    AA,
+    AAAA,
+    AD,
+    BADVERS,
+    CD,
+    CH,
+    COOKIE,
+    DO,
+    ECS,
+    EXPIRE,
+    FORMERR,
+    IN,
+    NOERROR,
+    NSID,
+    NXDOMAIN,
+    OPT,
+    QR,
+    RD,
+    REFUSED,
+    SOA,
+    TC,
+    WEB,
+    A,
+    assert_records,
+    header,
+    lines,
+    opt_rr,
+    option,
+    question,
+    rcode_name,
+    tcp_exchange,
+    udp_exchange,
+    wire_name,
 )
+from support import DnsdHandle, base_config, run_dnsd, zone_lines
 
 MANIFESTS = Path(__file__).resolve().parent.parent / "data" / "protocol"
 
 APEX = "cluster.local."
-WEB = "web.default.svc.cluster.local."
 BIG = "big.default.svc.cluster.local."
 MID = "mid.default.svc.cluster.local."
 WEB_A = "web.default.svc.cluster.local. 5 IN A 10.96.0.20"
@@ -40,59 +64,10 @@ ZONE_SOA = "cluster.local. 5 IN SOA ns.dns.cluster.local. hostmaster.cluster.loc
 BIG_A = "\n".join(f"big.default.svc.cluster.local. 5 IN A 10.1.0.{i}" for i in range(1, 201))
 MID_A = "\n".join(f"mid.default.svc.cluster.local. 5 IN A 10.2.0.{i}" for i in range(1, 41))
 
-QR, AA, TC, RD, RA, Z, AD, CD = 0x8000, 0x0400, 0x0200, 0x0100, 0x0080, 0x0040, 0x0020, 0x0010
-DO = 0x8000  # the EDNS DO flag
-IN, CH = 1, 3
-A, SOA, AAAA, OPT = 1, 6, 28, 41
-NSID, ECS, EXPIRE, COOKIE = 3, 8, 9, 10
-NOERROR, FORMERR, NXDOMAIN, REFUSED, BADVERS = 0, 1, 3, 5, 16
 OUR_PAYLOAD = 1232
 
 
-def rcode_name(value: int) -> str:
-    try:
-        return dns.rcode.to_text(dns.rcode.Rcode(value))
-    except ValueError:
-        return str(value)
-
-
 # ---------------------------------------------------------------- building
-
-
-def wire_name(name: str) -> bytes:
-    out = b""
-    for label in name.rstrip(".").split("."):
-        if label:
-            raw = label.encode()
-            out += bytes([len(raw)]) + raw
-    return out + b"\x00"
-
-
-def header(qid: int, flags: int = 0, *, qd: int = 1, an: int = 0, ns: int = 0, ar: int = 0) -> bytes:
-    return struct.pack("!6H", qid, flags, qd, an, ns, ar)
-
-
-def question(name: str, qtype: int = A, qclass: int = IN) -> bytes:
-    return wire_name(name) + struct.pack("!HH", qtype, qclass)
-
-
-def option(code: int, data: bytes = b"", length: int | None = None) -> bytes:
-    return struct.pack("!HH", code, len(data) if length is None else length) + data
-
-
-def opt_rr(
-    payload: int = 1232,
-    *,
-    version: int = 0,
-    flags: int = 0,
-    ext_rcode: int = 0,
-    options: bytes = b"",
-    owner: bytes = b"\x00",
-    rdlen: int | None = None,
-) -> bytes:
-    ttl = (ext_rcode << 24) | (version << 16) | flags
-    n = len(options) if rdlen is None else rdlen
-    return owner + struct.pack("!HHIH", OPT, payload, ttl, n) + options
 
 
 def build(
@@ -199,37 +174,11 @@ def parse_wire(reply: bytes) -> Wire:
     return Wire(reply, qid, flags, (qd, an, ns, ar), rrs)
 
 
-def lines(section: list[dns.rrset.RRset]) -> set[str]:
-    out: set[str] = set()
-    for line in rr_lines(section):
-        parts = line.split(" ")
-        if parts[3] == "SOA":
-            parts[6] = "0"
-        out.add(" ".join(parts))
-    return out
-
-
-def assert_records(section: list[dns.rrset.RRset], expected: str, what: str) -> None:
-    got, want = lines(section), (zone_lines(expected) if expected.strip() else set())
-    assert got == want, f"{what} differs\n  missing: {sorted(want - got)}\n  unexpected: {sorted(got - want)}"
-
-
 # ---------------------------------------------------------------- sockets
 
 
 def exchange(addr: tuple[str, int], packet: bytes, tcp: bool = False, timeout: float = 2.0) -> bytes:
-    if tcp:
-        with socket.create_connection(addr, timeout=timeout) as s:
-            s.sendall(tcp_frame(packet))
-            reply = read_tcp_message(s)
-    else:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.settimeout(timeout)
-            s.sendto(packet, addr)
-            try:
-                reply = s.recv(65535)
-            except TimeoutError:
-                reply = None
+    reply = (tcp_exchange if tcp else udp_exchange)(addr, packet, timeout)
     assert reply is not None, "no reply (RFC 8906: every query with a readable header is answered)"
     assert reply[:2] == packet[:2], "ID not echoed"
     return reply

@@ -29,6 +29,7 @@ from pathlib import Path
 import dns.message
 import dns.rcode
 import pytest
+from rawdns import WEB, header, opt_rr, question, socket_count, wire_name
 from support import DnsdHandle, query, read_tcp_message, rr_lines, tcp_frame, wait_until, zone_lines
 
 MANIFESTS = Path(__file__).resolve().parent.parent / "data" / "protocol"
@@ -39,46 +40,24 @@ CANARY_EVERY = 100  # packets between two canary queries
 TCP_EVERY = 25  # UDP packets between two TCP actions
 CANARY_TIMEOUT = 1.0
 
-WEB = "web.default.svc.cluster.local."
 WEB_A = "web.default.svc.cluster.local. 5 IN A 10.96.0.20"
 BIG_A = "\n".join(f"big.default.svc.cluster.local. 5 IN A 10.1.0.{i}" for i in range(1, 201))
 
 Factory = Callable[..., DnsdHandle]
 
 
-def wire_name(name: str) -> bytes:
-    out = b""
-    for label in name.rstrip(".").split("."):
-        if label:
-            raw = label.encode()
-            out += bytes([len(raw)]) + raw
-    return out + b"\x00"
-
-
-def header(qid: int, flags: int = 0x0100, qd: int = 1, an: int = 0, ns: int = 0, ar: int = 0) -> bytes:
-    return struct.pack("!6H", qid, flags, qd, an, ns, ar)
-
-
-def question(name: str = WEB, qtype: int = 1, qclass: int = 1) -> bytes:
-    return wire_name(name) + struct.pack("!HH", qtype, qclass)
-
-
-def opt(payload: int = 1232, flags: int = 0, version: int = 0, options: bytes = b"") -> bytes:
-    return b"\x00" + struct.pack("!HHIH", 41, payload, (version << 16) | flags, len(options)) + options
-
-
 # Valid queries the mutations start from.
 SEEDS: list[bytes] = [
     header(1) + question(),
-    header(2, ar=1) + question() + opt(),
-    header(3, ar=1) + question("big.default.svc.cluster.local.") + opt(4096, flags=0x8000),
+    header(2, ar=1) + question() + opt_rr(),
+    header(3, ar=1) + question("big.default.svc.cluster.local.") + opt_rr(4096, flags=0x8000),
     header(4) + question("nope.default.svc.cluster.local."),
     header(5) + question("cluster.local.", 6),
     header(6) + question(WEB, 33),
     header(7) + question(WEB, 666),
     header(8) + question("version.bind.", 16, 3),
     header(9) + question("cluster.local.", 252),
-    header(10, ar=1) + question() + opt(options=struct.pack("!HH", 10, 8) + bytes(range(8))),
+    header(10, ar=1) + question() + opt_rr(options=struct.pack("!HH", 10, 8) + bytes(range(8))),
     header(11) + question("10.0.96.10.in-addr.arpa.", 12),
     header(12) + question("www.example.com."),
 ]
@@ -94,9 +73,9 @@ CRAFTED: list[bytes] = [
     header(26, qd=2) + question() + question(),
     header(27, qd=65535) + question(),
     header(28, ar=65535) + question(),
-    header(29, ar=2) + question() + opt() + opt(),
-    header(30, ar=1) + question() + opt(options=struct.pack("!HH", 100, 50) + b"ab"),
-    header(31, ar=1) + question() + opt(version=1),
+    header(29, ar=2) + question() + opt_rr() + opt_rr(),
+    header(30, ar=1) + question() + opt_rr(options=struct.pack("!HH", 100, 50) + b"ab"),
+    header(31, ar=1) + question() + opt_rr(version=1),
     header(32, flags=0x7800 | 0x0100, qd=0),  # opcode 15
 ]
 
@@ -265,14 +244,6 @@ class Blaster:
             select.select([self.noisy, self.silent], [], [], 0.05)
             self.drain()
         return n
-
-
-def socket_count() -> int:
-    count = 0
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
-    return count
 
 
 def task_count(handle: DnsdHandle) -> int:

@@ -21,11 +21,47 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 import pytest
+from rawdns import (
+    AA,
+    AAAA,
+    AD,
+    ANY,
+    AXFR,
+    CD,
+    CH,
+    FORMERR,
+    HS,
+    IN,
+    IXFR,
+    NOERROR,
+    NOTIMP,
+    NXDOMAIN,
+    OPT,
+    QR,
+    RA,
+    RD,
+    REFUSED,
+    SOA,
+    SRV,
+    TC,
+    WEB,
+    A,
+    Z,
+    assert_records,
+    head,
+    header,
+    lines,
+    query_bytes,
+    question,
+    rcode_name,
+    tcp_exchange,
+    udp_exchange,
+    wire_name,
+)
 from support import (
     DnsdHandle,
     base_config,
     read_tcp_message,
-    rr_lines,
     run_dnsd,
     tcp_frame,
     zone_lines,
@@ -33,125 +69,21 @@ from support import (
 
 MANIFESTS = Path(__file__).resolve().parent.parent / "data" / "protocol"
 
-WEB = "web.default.svc.cluster.local."
 WEB_A = "web.default.svc.cluster.local. 5 IN A 10.96.0.20"
 WEB_SRV = "web.default.svc.cluster.local. 5 IN SRV 0 100 80 web.default.svc.cluster.local."
 # The apex SOA as the spec digest writes it (section 3.7); the serial is a timestamp, compared as 0.
 ZONE_SOA = "cluster.local. 5 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 0 7200 1800 86400 5"
 
-# header flag bits (RFC 1035 4.1.1, RFC 4035 for AD/CD)
-QR, AA, TC, RD, RA, Z, AD, CD = 0x8000, 0x0400, 0x0200, 0x0100, 0x0080, 0x0040, 0x0020, 0x0010
+# every header flag bit a query can set, other than QR and the opcode
 ALL_FLAGS = AA | TC | RD | RA | Z | AD | CD
 FLAG_BITS = 0x07F0  # AA TC RD RA Z AD CD
-IN, CH, HS = 1, 3, 4
-A, NS, SOA, AAAA, SRV, OPT, IXFR, AXFR, ANY = 1, 2, 6, 28, 33, 41, 251, 252, 255
-NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
-
-
-def rcode_name(value: int) -> str:
-    try:
-        return dns.rcode.to_text(dns.rcode.Rcode(value))
-    except ValueError:
-        return str(value)
-
-
-# ---------------------------------------------------------------- raw packet building
-
-
-def wire_name(name: str) -> bytes:
-    """Encode a dotted name label by label, without any validation (so bad names can be built)."""
-    out = b""
-    for label in name.rstrip(".").split("."):
-        if label:
-            raw = label.encode()
-            out += bytes([len(raw)]) + raw
-    return out + b"\x00"
-
-
-def header(
-    qid: int = 0x1234,
-    flags: int = RD,
-    *,
-    opcode: int = 0,
-    qd: int = 1,
-    an: int = 0,
-    ns: int = 0,
-    ar: int = 0,
-) -> bytes:
-    return struct.pack("!6H", qid, flags | (opcode << 11), qd, an, ns, ar)
-
-
-def question(name: str = WEB, qtype: int = A, qclass: int = IN) -> bytes:
-    return wire_name(name) + struct.pack("!HH", qtype, qclass)
 
 
 def rr(owner: bytes, rtype: int, rclass: int, ttl: int, rdata: bytes) -> bytes:
     return owner + struct.pack("!HHIH", rtype, rclass, ttl, len(rdata)) + rdata
 
 
-def query_bytes(name: str = WEB, qtype: int = A, qclass: int = IN, *, qid: int = 0x1234, flags: int = RD) -> bytes:
-    return header(qid, flags) + question(name, qtype, qclass)
-
-
-@dataclass(frozen=True)
-class Head:
-    qid: int
-    flags: int
-    qd: int
-    an: int
-    ns: int
-    ar: int
-
-    @property
-    def opcode(self) -> int:
-        return (self.flags >> 11) & 0xF
-
-    @property
-    def rcode(self) -> int:
-        return self.flags & 0xF
-
-
-def head(reply: bytes) -> Head:
-    assert len(reply) >= 12, f"reply shorter than a header: {reply!r}"
-    return Head(*struct.unpack("!6H", reply[:12]))
-
-
-# ---------------------------------------------------------------- expected-record helpers
-
-
-def lines(section: list[dns.rrset.RRset]) -> set[str]:
-    """rr_lines with SOA serials zeroed (the serial is a timestamp the spec leaves to the server)."""
-    out: set[str] = set()
-    for line in rr_lines(section):
-        parts = line.split(" ")
-        if parts[3] == "SOA":
-            parts[6] = "0"
-        out.add(" ".join(parts))
-    return out
-
-
-def assert_records(section: list[dns.rrset.RRset], expected: str, what: str) -> None:
-    got, want = lines(section), (zone_lines(expected) if expected.strip() else set())
-    assert got == want, f"{what} differs\n  missing: {sorted(want - got)}\n  unexpected: {sorted(got - want)}"
-
-
-# ---------------------------------------------------------------- sockets
-
-
-def udp_exchange(addr: tuple[str, int], packet: bytes, timeout: float = 1.0) -> bytes | None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(timeout)
-        s.sendto(packet, addr)
-        try:
-            return s.recv(65535)
-        except TimeoutError:
-            return None
-
-
-def tcp_exchange(addr: tuple[str, int], packet: bytes, timeout: float = 2.0) -> bytes | None:
-    with socket.create_connection(addr, timeout=timeout) as s:
-        s.sendall(tcp_frame(packet))
-        return read_tcp_message(s)
+# ---------------------------------------------------------------- canaries
 
 
 def canary_packet() -> tuple[int, bytes]:

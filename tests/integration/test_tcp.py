@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
-import secrets
 import select
 import socket
 import struct
@@ -22,6 +20,7 @@ from typing import Any
 import dns.message
 import dns.rcode
 import pytest
+from rawdns import WEB, query_bytes, socket_count
 from support import (
     DnsdHandle,
     base_config,
@@ -35,27 +34,12 @@ from support import (
 
 MANIFESTS = Path(__file__).resolve().parent.parent / "data" / "protocol"
 
-WEB = "web.default.svc.cluster.local."
 BIG = "big.default.svc.cluster.local."
 WEB_A = "web.default.svc.cluster.local. 5 IN A 10.96.0.20"
 BIG_A = "\n".join(f"big.default.svc.cluster.local. 5 IN A 10.1.0.{i}" for i in range(1, 201))
 
 Factory = Callable[..., DnsdHandle]
 expected_lines = functools.cache(zone_lines)  # BIG_A is 200 lines: parse it once
-
-
-def wire_name(name: str) -> bytes:
-    out = b""
-    for label in name.rstrip(".").split("."):
-        if label:
-            raw = label.encode()
-            out += bytes([len(raw)]) + raw
-    return out + b"\x00"
-
-
-def query_bytes(name: str = WEB, qtype: int = 1, qid: int | None = None) -> bytes:
-    qid = secrets.randbelow(0x10000) if qid is None else qid
-    return struct.pack("!6H", qid, 0x0100, 1, 0, 0, 0) + wire_name(name) + struct.pack("!HH", qtype, 1)
 
 
 def assert_answer(reply: bytes | None, query: bytes, expected: str, what: str) -> None:
@@ -113,15 +97,6 @@ def rst_close(sock: socket.socket) -> None:
     """Close with SO_LINGER 0: the peer gets a RST."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
-
-
-def socket_count() -> int:
-    """Open sockets in this process (the server runs in it): client and server ends alike."""
-    count = 0
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
-    return count
 
 
 def config(**tcp: Any) -> dict[str, Any]:
