@@ -152,7 +152,9 @@ class Engine:
             else:
                 return simple_reply(q, ans.rcode)
         reply = finish(entry.rendered, data, self.store.serial)
-        self.table.remember_exact(entry, tcp, data[2:], reply[2:])
+        if q.edns is None or not q.edns.options:
+            # Queries with EDNS options (dig's fresh COOKIE each run) never repeat exactly: not worth a slot.
+            self.table.remember_exact(entry, tcp, data[2:], reply[2:])
         return reply
 
     def _count(self, ans: Answer) -> None:

@@ -51,6 +51,7 @@ class Edns:
     payload: int  # the client's UDP size, floored at 512 (RFC 6891 6.2.5)
     version: int
     do: bool
+    options: bool = False  # the OPT record carried options (a COOKIE, ECS...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +144,7 @@ def _read_additional(data: bytes, off: int) -> tuple[Edns | None, int]:
     _check_options(data[off : off + rdlen])
     version = (ttl >> 16) & 0xFF
     do = bool(ttl & 0x8000)
-    return Edns(max(512, rclass), version, do), off + rdlen
+    return Edns(max(512, rclass), version, do, rdlen > 0), off + rdlen
 
 
 def _skip_name(data: bytes, off: int) -> tuple[None, int]:
