@@ -38,7 +38,7 @@ def opt_record(do: bool, ext_rcode: int = 0) -> bytes:
 
 
 class _Writer:
-    def __init__(self, qname_wire: bytes, labels: Labels, zone: Labels | None) -> None:
+    def __init__(self, labels: Labels, zone: Labels | None) -> None:
         self.buf = bytearray()
         self.compress: dict[Labels, int] = {}
         self.zone_patches: list[int] = []
@@ -114,7 +114,7 @@ def render(q: Query, ans: Answer, limit: int) -> Rendered:
     optional additional records (RFC 2181 9). The OPT record is always kept (RFC 6891 7)."""
     qlen = len(q.qname_wire)
     question = q.qname_wire.lower() + q.data[12 + qlen : 16 + qlen]
-    w = _Writer(q.qname_wire, q.labels, ans.zone)
+    w = _Writer(q.labels, ans.zone)
     base = 12 + len(question)
     ends: list[tuple[int, int]] = []  # (section, end offset in the message)
     for section, rrs in enumerate((ans.answer, ans.authority, ans.additional)):

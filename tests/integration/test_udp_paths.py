@@ -3,7 +3,6 @@ datagrams get no reply every reply still goes to its own sender."""
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
 from collections.abc import Callable, Iterator
@@ -12,24 +11,25 @@ from dataclasses import dataclass
 import dns.message
 import dns.rcode
 import pytest
-from support import FIXTURE_CLUSTER, DnsdHandle, base_config, run_dnsd
+from support import FIXTURE_CLUSTER, DnsdHandle, base_config, query, run_dnsd
 
 from dnsd import udp_batch
 
 PATHS = ["batch", "plain"] if udp_batch.available() else ["plain"]
 
 
+def start(path: str, listen: str = "127.0.0.1:0") -> DnsdHandle:
+    """A server whose UDP listener uses the given path (DNSD_UDP_BATCH is read when the App is built)."""
+    cfg = base_config(FIXTURE_CLUSTER)
+    cfg["listen"] = [listen]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DNSD_UDP_BATCH", "1" if path == "batch" else "0")
+        return run_dnsd(cfg)
+
+
 @pytest.fixture(params=PATHS)
 def server(request: pytest.FixtureRequest) -> Iterator[DnsdHandle]:
-    old = os.environ.get("DNSD_UDP_BATCH")
-    os.environ["DNSD_UDP_BATCH"] = "1" if request.param == "batch" else "0"
-    try:
-        handle = run_dnsd(base_config(FIXTURE_CLUSTER))
-    finally:
-        if old is None:
-            del os.environ["DNSD_UDP_BATCH"]
-        else:
-            os.environ["DNSD_UDP_BATCH"] = old
+    handle = start(request.param)
     listener = handle.app.server.udp[0]
     assert (listener.batch is not None) == (request.param == "batch")
     yield handle
@@ -129,3 +129,16 @@ def test_answers_are_the_same_on_both_paths(
             reply = dns.message.from_wire(sock.recv(65535))
             assert reply.id == qid
             assert ok(reply), reply.to_text()
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_ipv6_listener(path: str) -> None:
+    """An IPv6 listen address ("[::1]:0") answers over UDP (either path) and TCP."""
+    handle = start(path, "[::1]:0")
+    try:
+        assert handle.host == "::1"
+        for tcp in (False, True, False):
+            reply = query(handle, "svc1.testns.svc.cluster.local.", "A", tcp=tcp)
+            assert [rd.address for rd in reply.answer[0]] == ["10.0.0.1"]
+    finally:
+        handle.stop()
