@@ -29,13 +29,14 @@ class Entry:
 class FastTable:
     """Bounded: when full, the oldest entry goes (dicts keep insertion order)."""
 
-    def __init__(self, max_entries: int = 100_000) -> None:
+    def __init__(self, max_entries: int = 50_000) -> None:
         self.max_entries = max_entries
         self.entries: dict[bytes, Entry] = {}
         self.by_tag: dict[Tag, set[bytes]] = {}
         self.with_serial: set[bytes] = set()  # entries holding an SOA serial (negative answers, SOA queries)
         self.exact_udp: dict[bytes, bytes] = {}
         self.exact_tcp: dict[bytes, bytes] = {}
+        self._tag_sets: dict[frozenset[Tag], frozenset[Tag]] = {}
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -48,6 +49,10 @@ class FastTable:
             self._remove(key)
         while len(self.entries) >= self.max_entries:
             self._remove(next(iter(self.entries)))
+        if len(self._tag_sets) >= self.max_entries:
+            self._tag_sets.clear()  # only a cache of shared copies: dropping it loses nothing
+        # Most answers share a tag set (every absent name of a namespace has the same one): keep one copy.
+        tags = self._tag_sets.setdefault(tags, tags)
         entry = Entry(rendered, tags)
         self.entries[key] = entry
         for tag in tags:
@@ -105,6 +110,7 @@ class FastTable:
                 self._forget_exact(entry)
 
     def clear(self) -> None:
+        self._tag_sets.clear()
         self.entries.clear()
         self.by_tag.clear()
         self.with_serial.clear()

@@ -29,7 +29,7 @@ from dnsd.answer import (
 )
 from dnsd.config import ClusterConfig
 from dnsd.model import Service
-from dnsd.store import ReadyAddress, Store
+from dnsd.store import ABSENT_IP, ReadyAddress, Store
 
 DNS_VERSION_TTL = 28800  # spec 3.1: always 28800 whatever `ttl` says
 MAX_CNAME_CHAIN = 8  # in-zone ExternalName chains longer than this are SERVFAIL (CoreDNS file plugin limit)
@@ -217,10 +217,13 @@ class ClusterRecords:
         if len(rel) == 1:  # <ns>.svc.<zone>
             return self._nx() if qtype == TXT else self._nodata()
         svc_name = rel[-2]
-        tags.add(("svc", ns, svc_name))
         svc = self.store.services.get((ns, svc_name))
         if svc is None:
+            # One shared tag for every absent service of a namespace, not one per queried name: a flood of
+            # random names must not grow the invalidation index (store.py emits it when a service appears).
+            tags.add(("absent-svc", ns))
             return self._nx()
+        tags.add(("svc", ns, svc_name))
         below = rel[:-2]
         if len(below) > 2:
             return self._nx()  # spec section 1: too many labels
@@ -372,7 +375,6 @@ class ClusterRecords:
         ip = reverse_to_ip((*rel, *zone))
         if ip is None:
             return self._nx()
-        tags.add(("ip", ip))
         targets: list[Labels] = []
         for svc in self.store.services_with_cluster_ip(ip):
             if self.exposed(svc.namespace):
@@ -386,7 +388,9 @@ class ClusterRecords:
                 if target not in targets:
                     targets.append(target)
         if not targets:
+            tags.add(ABSENT_IP)  # shared, as for absent services; store.py emits it when any address appears
             return self._nx()
+        tags.add(("ip", ip))
         if qtype != PTR:
             return self._nodata()
         name = (*rel, *zone)

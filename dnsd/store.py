@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 
 ObjectKey = tuple[str, str, str]
 ALL: Tag = ("all",)
+ABSENT_IP: Tag = ("absent-ip",)  # negative PTR answers (see records.ClusterRecords._reverse)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,8 @@ class Store:
             if old is not None:
                 self._unindex(old)
                 tags |= _tags_of(old)
+            elif isinstance(obj, Service):
+                tags.add(("absent-svc", obj.namespace))  # a name that was absent exists now
             self.objects[key] = obj
             self._index(obj)
             tags |= _tags_of(obj)
@@ -81,6 +84,8 @@ class Store:
             for tag in list(tags):
                 if tag[0] == "svc":
                     tags |= {("ip", _canonical(r.address)) for r in self._ready_uncached(tag[1], tag[2])}
+            if any(tag[0] == "ip" for tag in tags):
+                tags.add(ABSENT_IP)  # an address that had no PTR may have one now
             self._bump(tags)
         return changed
 

@@ -161,3 +161,23 @@ def test_table_is_bounded() -> None:
     assert len(engine.table) <= 50
     assert sum(len(v) for v in engine.table.by_tag.values()) <= 50
 
+
+
+def test_random_names_share_one_invalidation_tag() -> None:
+    """A flood of absent names must not grow the invalidation index: they share one tag per namespace."""
+    engine, _ = _engine()
+    for i in range(300):
+        _ask(engine, f"random{i}.default.svc.cluster.local.")
+        _ask(engine, f"{i % 250}.{i // 250}.0.10.in-addr.arpa.", "PTR")
+    assert len(engine.table) >= 600
+    assert len(engine.table.by_tag) <= 4, sorted(engine.table.by_tag)
+
+
+def test_absent_answers_go_when_the_name_appears() -> None:
+    engine, store = _engine()
+    assert _ask(engine, "77.0.244.10.in-addr.arpa.", "PTR").rcode() == dns.rcode.NXDOMAIN
+    assert _ask(engine, "new.default.svc.cluster.local.").rcode() == dns.rcode.NXDOMAIN
+    store.apply([_svc("new", "10.96.0.77"), _slice("new", "10.244.0.77")], [])
+    ptr = _ask(engine, "77.0.244.10.in-addr.arpa.", "PTR")
+    assert ptr.answer[0][0].target.to_text() == "10-244-0-77.new.default.svc.cluster.local."
+    assert _ask(engine, "new.default.svc.cluster.local.").answer[0][0].address == "10.96.0.77"
