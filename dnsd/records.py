@@ -234,7 +234,7 @@ class ClusterRecords:
         items = self._service_items(svc, below, zone)
         if items is None:
             return self._nx()
-        return self._from_items(name, svc, items, qtype, zone)
+        return self._from_items(name, items, qtype)
 
     def _service_items(self, svc: Service, below: Labels, zone: Labels) -> list[_Item] | None:
         """The (address, port) items a name selects, or None when the name does not exist."""
@@ -247,12 +247,9 @@ class ClusterRecords:
                 chosen = [r for r in ready if self.endpoint_name(r) == below[0]]
             if not chosen:
                 return None  # spec 3.4: no ready endpoint (or no such endpoint) is NXDOMAIN
-            items = [_Item((self.endpoint_name(r), *base), r.address, p.port) for r in chosen for p in r.slice.ports]
             if len(below) == 2:
-                items = self._by_port(items, chosen, below, base)
-                if not items:
-                    return None
-            return items
+                return self._by_port(chosen, below, base) or None
+            return [_Item((self.endpoint_name(r), *base), r.address, p.port) for r in chosen for p in r.slice.ports]
         if self.cfg.ignore_empty_service and not ready:
             return None  # spec 5.7
         ports = [(p.name, p.protocol, p.port) for p in svc.ports] or [("", "tcp", -1)]
@@ -263,7 +260,8 @@ class ClusterRecords:
                 return None
         return [_Item(base, ip, port) for _, _, port in ports for ip in svc.cluster_ips]
 
-    def _by_port(self, items: list[_Item], chosen: list[ReadyAddress], below: Labels, base: Labels) -> list[_Item]:
+    def _by_port(self, chosen: list[ReadyAddress], below: Labels, base: Labels) -> list[_Item]:
+        """`_<port>._<proto>` below a headless service: any two labels, a leading '_' optional (spec 1)."""
         pname, proto = below[0].removeprefix("_"), below[1].removeprefix("_")
         return [
             _Item((self.endpoint_name(r), *base), r.address, p.port)
@@ -272,7 +270,7 @@ class ClusterRecords:
             if p.name == pname and p.protocol == proto and p.port != -1
         ]
 
-    def _from_items(self, name: Labels, svc: Service, items: list[_Item], qtype: int, zone: Labels) -> Answer:
+    def _from_items(self, name: Labels, items: list[_Item], qtype: int) -> Answer:
         if qtype in (A, AAAA, ANY):
             want = {A: (False,), AAAA: (True,), ANY: (False, True)}[qtype]
             seen: set[str] = set()
