@@ -26,8 +26,9 @@ TCP_WRITE_HIGH = 256 * 1024  # bytes queued for a client before we wait for it t
 
 
 class UdpListener:
-    """Reads with loop.add_reader and drains the socket with non-blocking recvfrom on every wake-up: one
-    callback per burst instead of one per datagram, which is what makes a Python responder fast."""
+    """Reads with loop.add_reader and drains the socket on every wake-up (recvmmsg batches, or non-blocking
+    recvfrom until it would block): one callback per burst instead of one per datagram, which is what makes a
+    Python responder fast. At most UDP_BATCH datagrams per wake-up, so TCP and timers are never starved."""
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, sock: socket.socket, engine: Engine, batch_io: bool = True
@@ -74,7 +75,8 @@ class UdpListener:
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
-                continue  # e.g. an ICMP error surfaced on the socket; nothing to answer
+                n += 1  # e.g. an ICMP error surfaced on the socket: nothing to answer, but it counts
+                continue
             n += 1
             rest = exact.get(data[2:])
             if rest is not None:
