@@ -175,11 +175,11 @@ def service_from(doc: Mapping[str, Any]) -> Service:
         external = ext.lower().rstrip(".")
     else:
         raw_ips = _list(spec.get("clusterIPs"), f"{what}: spec.clusterIPs")
-        if not raw_ips and spec.get("clusterIP") is not None:
+        if not raw_ips and spec.get("clusterIP") not in (None, ""):
             raw_ips = [spec.get("clusterIP")]
-        if not raw_ips:
-            raise ManifestError(f"{what}: spec.clusterIP is missing (use None for a headless Service)")
-        if raw_ips[0] == "None":
+        # No IP at all is an apply-style manifest, before the API server allocates one: the service exists
+        # (its endpoint names resolve) but has no address records of its own.
+        if raw_ips and raw_ips[0] == "None":
             headless = True
         else:
             for i, ip in enumerate(raw_ips):

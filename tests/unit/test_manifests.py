@@ -87,6 +87,16 @@ OBJ_CASES = [
                 (ServicePort("dns", 53, "udp"), ServicePort("", 9153, "tcp")), "", False),
     ),
     ObjCase(
+        "service-without-clusterip-has-no-addresses",  # an apply-style manifest: no IP allocated yet
+        svc({"ports": [{"name": "http", "port": 80}]}),
+        Service("default", "web", "ClusterIP", (), False, (ServicePort("http", 80, "tcp"),), "", False),
+    ),
+    ObjCase(
+        "service-empty-clusterip-has-no-addresses",
+        svc({"clusterIP": ""}),
+        Service("default", "web", "ClusterIP", (), False, (), "", False),
+    ),
+    ObjCase(
         "service-headless",
         svc({"clusterIP": "None", "publishNotReadyAddresses": True}),
         Service("default", "web", "ClusterIP", (), True, (), "", True),
