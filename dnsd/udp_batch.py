@@ -40,6 +40,14 @@ class _Mmsghdr(Structure):
     _fields_ = [("msg_hdr", _Msghdr), ("msg_len", c_uint)]
 
 
+# Where the fields read and written per datagram sit, in units of the memoryview formats used for them.
+MLEN_STRIDE = ctypes.sizeof(_Mmsghdr) // ctypes.sizeof(c_uint)  # mmsghdr, in 4-octet words
+MLEN_AT = _Mmsghdr.msg_len.offset // ctypes.sizeof(c_uint)
+# The send slots' iov_len is written through an unsigned-long view: size_t is unsigned long on Linux.
+assert ctypes.sizeof(ctypes.c_ulong) == ctypes.sizeof(c_size_t)
+assert ctypes.sizeof(_Iovec) == 2 * ctypes.sizeof(c_size_t) and _Iovec.iov_len.offset == ctypes.sizeof(c_size_t)
+
+
 def _libc() -> ctypes.PyDLL | None:
     if not sys.platform.startswith("linux"):
         return None
@@ -91,17 +99,14 @@ class BatchSocket:
                 hdr.msg_iov = ctypes.pointer(iovs[i])
                 hdr.msg_iovlen = 1
         size_m = ctypes.sizeof(_Mmsghdr)
-        size_i = ctypes.sizeof(_Iovec)
-        rm, sm, si = ctypes.addressof(self._rmsg), ctypes.addressof(self._smsg), ctypes.addressof(self._siov)
+        rm, sm = ctypes.addressof(self._rmsg), ctypes.addressof(self._smsg)
         # Direct views of the fields touched per datagram (attribute access through Structure is slow).
-        len_at = _Mmsghdr.msg_len.offset
-        iov_len_at = _Iovec.iov_len.offset
         name_at = _Mmsghdr.msg_hdr.offset + _Msghdr.msg_name.offset
-        self.rlen = [c_uint.from_address(rm + i * size_m + len_at) for i in range(n)]
-        self.slen = [c_size_t.from_address(si + i * size_i + iov_len_at) for i in range(n)]
         self._sname = [c_void_p.from_address(sm + i * size_m + name_at) for i in range(n)]
-        self.raddr = [self.rbase + i * SLOT for i in range(n)]
-        self.saddr = [self.sbase + i * SLOT for i in range(n)]
+        self._rview = memoryview(self._rbuf).cast("B")
+        self._sview = memoryview(self._sbuf).cast("B")
+        self._mlen = memoryview(self._rmsg).cast("B").cast("I")  # msg_len of each received mmsghdr
+        self._ilen = memoryview(self._siov).cast("B").cast("L")  # iov_base, iov_len pairs of the send slots
         self._rmsg_addr = rm
         self._smsg_addr = sm
         self.recvmmsg: Callable[[int, int, int, int, None], int] = _LIB.recvmmsg
@@ -126,10 +131,11 @@ class BatchSocket:
         inlined), the rest through handle. Returns (received, fast hits, replies the kernel did not take)."""
         fd, rmsg, smsg = self.fd, self._rmsg_addr, self._smsg_addr
         recvmmsg, sendmmsg = self.recvmmsg, self.sendmmsg
-        string_at, memmove = ctypes.string_at, ctypes.memmove
         nbase = self.nbase
-        raddr, saddr = self.raddr, self.saddr
-        rlen, slen, sname = self.rlen, self.slen, self._sname
+        # Buffers and length fields through memoryviews: a ctypes call per datagram costs more than the
+        # whole dict lookup, a memoryview slice costs little.
+        rview, sview, mlen, ilen = self._rview, self._sview, self._mlen, self._ilen
+        sname = self._sname
         received = hits = unsent = 0
         for _ in range(rounds):
             n = recvmmsg(fd, rmsg, BATCH, MSG_DONTWAIT, None)
@@ -139,7 +145,8 @@ class BatchSocket:
             j = 0
             moved: list[int] = []
             for i in range(n):
-                data = string_at(raddr[i], rlen[i].value)
+                at = i * SLOT
+                data = rview[at : at + mlen[i * MLEN_STRIDE + MLEN_AT]].tobytes()
                 rest = exact.get(data[2:])
                 if rest is not None:
                     hits += 1
@@ -150,8 +157,9 @@ class BatchSocket:
                         continue
                     reply = slow
                 size = len(reply)
-                memmove(saddr[j], reply, size)
-                slen[j].value = size
+                out = j * SLOT
+                sview[out : out + size] = reply
+                ilen[j * 2 + 1] = size
                 if j != i:  # an earlier datagram got no reply: this reply goes to datagram i's sender
                     sname[j].value = nbase + i * 28
                     moved.append(j)
