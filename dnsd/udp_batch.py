@@ -1,9 +1,11 @@
 """Linux recvmmsg(2)/sendmmsg(2) through ctypes: one system call per batch of datagrams instead of two per query.
 
-On our machines a query costs about 5 us of kernel time with recvfrom/sendto, most of it system-call entry and
-exit; batching takes about a fifth of that off (bench/README.md). No maintained Python package exposes these
-calls (the standard library has recvmsg but not recvmmsg), hence this small binding. Where it cannot be set up
-(not Linux, no libc symbol) the listener falls back to recvfrom/sendto.
+On our machines a query cost about 5 us of kernel time with recvfrom/sendto, most of it system-call entry and
+exit; batching takes about a fifth of that off. Per datagram the loop makes no ctypes call at all (buffers and
+length fields are read and written through memoryviews): a ctypes call costs more than dnsd's own work on a hit
+(bench/README.md has the figures). No maintained Python package exposes these calls (the standard library has
+recvmsg but not recvmmsg), hence this small binding. Where it cannot be set up (not Linux, no libc symbol) the
+listener falls back to recvfrom/sendto.
 """
 
 from __future__ import annotations
