@@ -209,7 +209,10 @@ class DnsServer:
         loop = asyncio.get_running_loop()
         try:
             for addr in self.listen:
-                udp_sock, tcp_sock, port = bind_pair(addr)
+                try:
+                    udp_sock, tcp_sock, port = bind_pair(addr)
+                except OSError as exc:
+                    raise OSError(exc.errno, f"{addr}: {exc.strerror}") from None
                 self.udp.append(UdpListener(loop, udp_sock, self.engine, self.batch_io))
                 tcp = TcpListener(self.handle, self.tcp_cfg)
                 await tcp.start(tcp_sock)
