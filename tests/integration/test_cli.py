@@ -167,6 +167,23 @@ def test_signal_stops_cleanly(sig: signal.Signals, proc_cleanup: list[DnsdProces
     assert "Traceback" not in out, out
 
 
+def test_taken_port_exits_nonzero_naming_the_address(proc_cleanup: list[DnsdProcess]) -> None:
+    first = start_dnsd_process(["--listen", "127.0.0.1:0", "--manifests", E2E_REL])
+    proc_cleanup.append(first)
+    taken = f"127.0.0.1:{first.port}"
+    second = subprocess.run(
+        [sys.executable, "-m", "dnsd", "--listen", taken, "--manifests", E2E_REL],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert second.returncode == 1, second
+    assert taken in second.stderr and "Address already in use" in second.stderr, second.stderr
+    # the first server is unaffected
+    assert rr_lines(query(first, "web.default.svc.cluster.local.", "A").answer) == zone_lines(WEB_A)
+
+
 # ---------------------------------------------------------------- dig, kdig, nslookup
 
 
