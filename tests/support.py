@@ -81,13 +81,23 @@ class DnsdHandle:
         self.thread.join(timeout=10)
 
 
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """The loop production uses: uvloop when installed (the test extras install it), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
 def run_dnsd(config: dict[str, Any]) -> DnsdHandle:
     """Start dnsd in-process on a fresh loop in a thread; return once it has started."""
     from dnsd.app import App
     from dnsd.config import parse_config
 
     cfg = parse_config(config)
-    loop = asyncio.new_event_loop()
+    loop = _new_loop()
     app = App(cfg)
     started = threading.Event()
     error: dict[str, BaseException] = {}

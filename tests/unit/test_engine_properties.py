@@ -56,7 +56,8 @@ def _query(
     q.id = qid
     wire = q.to_wire()
     if edns is not None and payload < 512:  # make_query floors the payload: patch the OPT class by hand
-        opt_at = wire.rfind(b"\x00\x00\x29")
+        opt_at = 12 + len(q.question[0].name.to_wire()) + 4  # the OPT RR follows the question: owner, type, class
+        assert wire[opt_at : opt_at + 3] == b"\x00\x00\x29"
         wire = wire[: opt_at + 3] + struct.pack("!H", payload) + wire[opt_at + 5 :]
     return wire
 
