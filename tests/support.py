@@ -91,13 +91,14 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
-def run_dnsd(config: dict[str, Any]) -> DnsdHandle:
-    """Start dnsd in-process on a fresh loop in a thread; return once it has started."""
+def run_dnsd(config: dict[str, Any], *, stdlib_loop: bool = False) -> DnsdHandle:
+    """Start dnsd in-process on a fresh loop in a thread; return once it has started. The loop is uvloop when
+    installed, as in production; stdlib_loop=True takes asyncio's own (dnsd's fallback)."""
     from dnsd.app import App
     from dnsd.config import parse_config
 
     cfg = parse_config(config)
-    loop = _new_loop()
+    loop = asyncio.new_event_loop() if stdlib_loop else _new_loop()
     app = App(cfg)
     started = threading.Event()
     error: dict[str, BaseException] = {}

@@ -142,3 +142,19 @@ def test_ipv6_listener(path: str) -> None:
             assert [rd.address for rd in reply.answer[0]] == ["10.0.0.1"]
     finally:
         handle.stop()
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_stdlib_event_loop(path: str) -> None:
+    """Without uvloop dnsd runs on asyncio's own loop: UDP (either path) and TCP answer there too."""
+    cfg = base_config(FIXTURE_CLUSTER)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DNSD_UDP_BATCH", "1" if path == "batch" else "0")
+        handle = run_dnsd(cfg, stdlib_loop=True)
+    try:
+        assert type(handle.loop).__module__.startswith("asyncio")
+        for tcp in (False, True, False):
+            reply = query(handle, "svc1.testns.svc.cluster.local.", "A", tcp=tcp)
+            assert [rd.address for rd in reply.answer[0]] == ["10.0.0.1"]
+    finally:
+        handle.stop()
