@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # watchfiles logs every batch of file events at INFO; dnsd logs what it does with them instead.
+    logging.getLogger("watchfiles").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         return _run(cfg)
     except DnsdError as exc:
