@@ -156,11 +156,16 @@ def namespace_from(doc: Mapping[str, Any]) -> Namespace:
     return Namespace(_name(meta, _LABEL, "Namespace"))
 
 
-def service_from(doc: Mapping[str, Any]) -> Service:
+def _identity(doc: Mapping[str, Any], kind: str, pattern: re.Pattern[str]) -> tuple[Mapping[str, Any], str, str, str]:
+    """metadata, namespace, name, and how errors name the object ("Service shop/api")."""
     meta = _map(doc.get("metadata"), "metadata")
-    name = _name(meta, _LABEL, "Service")
-    ns = _namespace(meta, f"Service {name}")
-    what = f"Service {ns}/{name}"
+    name = _name(meta, pattern, kind)
+    ns = _namespace(meta, f"{kind} {name}")
+    return meta, ns, name, f"{kind} {ns}/{name}"
+
+
+def service_from(doc: Mapping[str, Any]) -> Service:
+    _, ns, name, what = _identity(doc, "Service", _LABEL)
     spec = _map(doc.get("spec"), f"{what}: spec")
     stype = spec.get("type") or "ClusterIP"
     if stype not in ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName"):
@@ -223,10 +228,7 @@ def _endpoint(e: Any, what: str, family: str) -> Endpoint:
 
 
 def endpointslice_from(doc: Mapping[str, Any]) -> EndpointSlice:
-    meta = _map(doc.get("metadata"), "metadata")
-    name = _name(meta, _SUBDOMAIN, "EndpointSlice")
-    ns = _namespace(meta, f"EndpointSlice {name}")
-    what = f"EndpointSlice {ns}/{name}"
+    meta, ns, name, what = _identity(doc, "EndpointSlice", _SUBDOMAIN)
     labels = _map(meta.get("labels"), f"{what}: metadata.labels")
     service = labels.get("kubernetes.io/service-name")
     if not isinstance(service, str) or not service:
@@ -263,10 +265,7 @@ def _ports(value: Any, what: str) -> tuple[EndpointPort, ...]:
 
 def endpoints_from(doc: Mapping[str, Any]) -> EndpointSlice:
     """A v1 Endpoints object as one slice: `addresses` ready, `notReadyAddresses` not ready."""
-    meta = _map(doc.get("metadata"), "metadata")
-    name = _name(meta, _LABEL, "Endpoints")
-    ns = _namespace(meta, f"Endpoints {name}")
-    what = f"Endpoints {ns}/{name}"
+    _, ns, name, what = _identity(doc, "Endpoints", _LABEL)
     eps: list[Endpoint] = []
     ports: tuple[EndpointPort, ...] = ()
     for si, subset in enumerate(_list(doc.get("subsets"), f"{what}: subsets")):
@@ -285,10 +284,7 @@ def endpoints_from(doc: Mapping[str, Any]) -> EndpointSlice:
 
 
 def pod_from(doc: Mapping[str, Any]) -> Pod:
-    meta = _map(doc.get("metadata"), "metadata")
-    name = _name(meta, _SUBDOMAIN, "Pod")
-    ns = _namespace(meta, f"Pod {name}")
-    what = f"Pod {ns}/{name}"
+    meta, ns, name, what = _identity(doc, "Pod", _SUBDOMAIN)
     status = _map(doc.get("status"), f"{what}: status")
     ips: list[str] = []
     primary = status.get("podIP")
