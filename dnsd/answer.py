@@ -31,6 +31,7 @@ Labels = tuple[str, ...]  # lower-case labels of an absolute name, without the r
 # tags it touches; cached wire answers carrying one of them are dropped (design: "invalidate exactly
 # the names an event touched").
 Tag = tuple[str, ...]
+ALL: Tag = ("all",)  # everything depends on it (Namespace changes, the first sync): drop every cached answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,3 +59,8 @@ class Answer:
     tags: frozenset[Tag] = frozenset()
     cacheable: bool = True
     source: str = "cluster"  # which link of the chain answered (metrics and query log)
+
+    @property
+    def negative(self) -> bool:
+        """NXDOMAIN, or NODATA (RFC 2308 2.2): the answers that carry the zone's SOA in authority."""
+        return self.rcode == NXDOMAIN or (self.rcode == NOERROR and not self.answer)

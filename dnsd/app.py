@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 import os
@@ -58,7 +57,6 @@ class App:
                 "is not built yet; use cluster.source.files"
             )
         self.source = FileSource(source.path, self.store)
-        self.started = asyncio.Event()
         self.dns_addresses: list[tuple[str, int]] = []
 
     async def start(self) -> None:
@@ -70,7 +68,6 @@ class App:
         except BaseException:
             await self.server.close()
             raise
-        self.started.set()
 
     async def stop(self) -> None:
         await self.source.stop()

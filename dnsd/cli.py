@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from dnsd import __version__
-from dnsd.config import Config, load_config, parse_config, with_overrides
+from dnsd.config import LOG_LEVELS, Config, load_config, parse_config, with_overrides
 from dnsd.errors import DnsdError
 
 DEFAULT_CONFIG = Path("config/dnsd.yaml")
@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--domain", help="cluster domain (cluster.domain)")
     p.add_argument("--http", help="host:port for /health /ready /metrics, or 'off'")
     p.add_argument("--upstream", action="append", metavar="ADDR", help="forwarder upstream (repeatable)")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-level", choices=LOG_LEVELS)
     return p
 
 

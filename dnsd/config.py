@@ -16,6 +16,7 @@ from dnsd.errors import ConfigError
 T = TypeVar("T")
 
 _MISSING: Any = object()
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,7 +370,7 @@ def _log(value: Any, path: str) -> LogConfig:
     data = _section(value, path, {"level", "queries"})
     d = LogConfig()
     return LogConfig(
-        level=_get(data, "level", path, _choice("debug", "info", "warning", "error"), d.level),
+        level=_get(data, "level", path, _choice(*LOG_LEVELS), d.level),
         queries=_get(data, "queries", path, _bool, d.queries),
     )
 
@@ -486,7 +487,5 @@ def with_overrides(
         fwd = cfg.forward or ForwardConfig()
         cfg = replace(cfg, forward=replace(fwd, upstreams=_list(_upstream)(upstream, "--upstream")))
     if log_level:
-        cfg = replace(
-            cfg, log=replace(cfg.log, level=_choice("debug", "info", "warning", "error")(log_level, "--log-level"))
-        )
+        cfg = replace(cfg, log=replace(cfg.log, level=_choice(*LOG_LEVELS)(log_level, "--log-level")))
     return cfg

@@ -6,20 +6,20 @@ from __future__ import annotations
 import logging
 import struct
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from dnsd.answer import AXFR, BADVERS, IXFR, NOTIMP, REFUSED, SERVFAIL, Answer, Tag
+from dnsd.answer import AXFR, BADVERS, IXFR, NOTIMP, REFUSED, SERVFAIL, Tag
 from dnsd.chain import Chain
 from dnsd.errors import FormatError
 from dnsd.fastpath import FastTable
 from dnsd.render import finish, render, simple_reply
 from dnsd.store import Store
 from dnsd.wire import (
+    EDNS_PAYLOAD,
     Query,
     Verdict,
     check_header,
     header_only,
-    is_ixfr_request,
     parse_query,
     rcode_text,
     type_text,
@@ -39,7 +39,6 @@ class Counters:
     formerr: int = 0
     notimp: int = 0
     servfail_internal: int = 0
-    by_rcode: dict[int, int] = field(default_factory=dict)
 
 
 class Engine:
@@ -64,6 +63,14 @@ class Engine:
         if self.log_queries:
             return self._handle_logged(data, tcp, client)
         return self._handle(data, tcp)
+
+    def handle_miss(self, data: bytes, tcp: bool = False, client: object = None) -> bytes | None:
+        """As handle, for a caller that has already looked the query up in the exact-query table itself (the
+        UDP listeners inline that lookup): the lookup is not done twice."""
+        if self.log_queries:
+            return self._handle_logged(data, tcp, client)
+        self.counters.queries += 1
+        return self._answer(data, tcp)
 
     def _handle_logged(self, data: bytes, tcp: bool, client: object) -> bytes | None:
         """The query log (log.queries): one line per query, with the link of the chain that answered."""
@@ -100,6 +107,9 @@ class Engine:
         if rest is not None:
             self.counters.fast_hits += 1
             return data[:2] + rest
+        return self._answer(data, tcp)
+
+    def _answer(self, data: bytes, tcp: bool) -> bytes | None:
         try:
             return self._slow(data, tcp)
         except Exception:
@@ -116,10 +126,6 @@ class Engine:
         if verdict is Verdict.DROP:
             self.counters.dropped += 1
             return None
-        if verdict is Verdict.FORMERR and is_ixfr_request(data):
-            # An IXFR request carries the client's SOA in authority (RFC 1995 3), which the header check
-            # rejects; it is a transfer request like any other: not over UDP, and none configured over TCP.
-            return header_only(data, Verdict.REFUSED if tcp else Verdict.NOTIMP)
         if verdict is not Verdict.OK:
             if verdict is Verdict.FORMERR:
                 self.counters.formerr += 1
@@ -137,12 +143,11 @@ class Engine:
         if q.qtype in (AXFR, IXFR):
             # Zone transfers: not over UDP (NOTIMP); over TCP not configured (REFUSED).
             return simple_reply(q, REFUSED if tcp else NOTIMP)
-        limit = TCP_LIMIT if tcp else (min(q.edns.payload, 1232) if q.edns is not None else 512)
+        limit = TCP_LIMIT if tcp else (min(q.edns.payload, EDNS_PAYLOAD) if q.edns is not None else 512)
         key = q.key_question + _variant(q, limit)
         entry = self.table.get(key)
         if entry is None:
             ans = self.chain.resolve(q)
-            self._count(ans)
             self.last_source = ans.source
             if ans.answer or ans.authority or ans.additional or ans.aa:
                 rendered = render(q, ans, limit)
@@ -156,9 +161,6 @@ class Engine:
             # Queries with EDNS options (dig's fresh COOKIE each run) never repeat exactly: not worth a slot.
             self.table.remember_exact(entry, tcp, data[2:], reply[2:])
         return reply
-
-    def _count(self, ans: Answer) -> None:
-        self.counters.by_rcode[ans.rcode] = self.counters.by_rcode.get(ans.rcode, 0) + 1
 
 
 def _variant(q: Query, limit: int) -> bytes:

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dnsd.answer import Tag
+from dnsd.answer import ALL, Tag
 from dnsd.render import Rendered
 
-ALL: Tag = ("all",)
 MAX_EXACT_PER_ENTRY = 16  # spellings/flag variants remembered per entry (bounds memory under 0x20 or odd clients)
 
 

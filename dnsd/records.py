@@ -92,8 +92,7 @@ class ClusterRecords:
             if not self.store.synced:
                 # Before the first sync an absent name may exist: SERVFAIL with the SOA, never NXDOMAIN.
                 ans = Answer(SERVFAIL, cacheable=False)
-        negative = ans.rcode == NXDOMAIN or (ans.rcode == NOERROR and not ans.answer)
-        if (negative or (ans.rcode == SERVFAIL and not self.store.synced)) and not ans.authority:
+        if (ans.negative or (ans.rcode == SERVFAIL and not self.store.synced)) and not ans.authority:
             ans.authority = [self.soa(zone)]  # RFC 2308 3: the SOA on every negative answer
         if not self.store.synced:
             ans.cacheable = False
@@ -332,7 +331,7 @@ class ClusterRecords:
             raise _Loop
         rest = self._lookup(target, qtype, target_zone, tags, chain)
         # RFC 6604: the rcode is that of the last name in the chain; the SOA belongs to the target's zone.
-        if rest.rcode == NXDOMAIN or (rest.rcode == NOERROR and not rest.answer):
+        if rest.negative:
             rest.authority = rest.authority or [self.soa(target_zone)]
         return Answer(rest.rcode, [cname, *rest.answer], rest.authority, rest.additional)
 

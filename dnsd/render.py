@@ -29,7 +29,6 @@ class Rendered:
     zone_len: int  # octets of the zone part of the question name, root included (0: no zone)
     zone_patches: tuple[int, ...]  # offsets of uncompressed copies of the zone name
     serial_at: int  # offset of the SOA serial, -1 if none
-    truncated: bool
 
 
 def opt_record(do: bool, ext_rcode: int = 0) -> bytes:
@@ -113,7 +112,7 @@ def render(q: Query, ans: Answer, limit: int) -> Rendered:
     Records that do not fit are dropped; TC is set when an answer or authority record was dropped, not for
     optional additional records (RFC 2181 9). The OPT record is always kept (RFC 6891 7)."""
     qlen = len(q.qname_wire)
-    question = q.qname_wire.lower() + q.data[12 + qlen : 16 + qlen]
+    question = q.key_question
     w = _Writer(q.labels, ans.zone)
     base = 12 + len(question)
     ends: list[tuple[int, int]] = []  # (section, end offset in the message)
@@ -152,7 +151,7 @@ def render(q: Query, ans: Answer, limit: int) -> Rendered:
             zone_len = 0
     patches = tuple(p for p in w.zone_patches if p + zone_len <= end) if zone_len else ()
     serial_at = w.serial_at if w.serial_at + 4 <= end else -1
-    return Rendered(data, qlen, zone_len, patches, serial_at, truncated)
+    return Rendered(data, qlen, zone_len, patches, serial_at)
 
 
 def finish(r: Rendered, query: bytes, serial: int) -> bytes:

@@ -36,7 +36,6 @@ class UdpListener:
         self.loop = loop
         self.sock = sock
         self.engine = engine
-        self.received = 0
         self.send_errors = 0
         self.batch: BatchSocket | None = None
         if batch_io and udp_batch.available():
@@ -50,21 +49,15 @@ class UdpListener:
         assert self.batch is not None
         engine = self.engine
         exact = {} if engine.log_queries else engine.table.exact_udp
-        received, hits, unsent = self.batch.serve(
-            exact, self._handle_slow, engine.log_queries, UDP_BATCH // udp_batch.BATCH
-        )
-        self.received += received
+        hits, unsent = self.batch.serve(exact, engine.handle_miss, engine.log_queries, UDP_BATCH // udp_batch.BATCH)
         self.send_errors += unsent
         engine.counters.queries += hits
         engine.counters.fast_hits += hits
 
-    def _handle_slow(self, data: bytes, source: tuple[str, int] | None) -> bytes | None:
-        return self.engine.handle(data, False, source)
-
     def _on_readable(self) -> None:
         recvfrom = self.sock.recvfrom
         sendto = self.sock.sendto
-        handle = self.engine.handle
+        handle = self.engine.handle_miss
         # The fast path inlined (see Engine._handle): this exact query after its ID was answered before.
         exact = {} if self.engine.log_queries else self.engine.table.exact_udp
         n = hits = 0
@@ -89,7 +82,6 @@ class UdpListener:
                     sendto(reply, addr)
                 except OSError:
                     self.send_errors += 1  # full send buffer or unreachable client: UDP may drop
-        self.received += n
         self.engine.counters.queries += hits
         self.engine.counters.fast_hits += hits
 

@@ -8,13 +8,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from dnsd.answer import Tag
+from dnsd.answer import ALL, Tag
 from dnsd.model import Endpoint, EndpointSlice, KubeObject, Namespace, Pod, Service, object_key
 
 log = logging.getLogger(__name__)
 
 ObjectKey = tuple[str, str, str]
-ALL: Tag = ("all",)
 ABSENT_IP: Tag = ("absent-ip",)  # negative PTR answers (see records.ClusterRecords._reverse)
 
 

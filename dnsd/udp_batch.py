@@ -125,12 +125,13 @@ class BatchSocket:
     def serve(
         self,
         exact: dict[bytes, bytes],
-        handle: Callable[[bytes, tuple[str, int] | None], bytes | None],
+        handle: Callable[[bytes, bool, object], bytes | None],
         want_source: bool,
         rounds: int,
-    ) -> tuple[int, int, int]:
+    ) -> tuple[int, int]:
         """Receive and answer up to rounds x BATCH datagrams: exact-query hits from `exact` (the fast path,
-        inlined), the rest through handle. Returns (received, fast hits, replies the kernel did not take)."""
+        inlined), the rest through handle (Engine.handle_miss). Returns (fast hits, replies the kernel did not
+        take)."""
         fd, rmsg, smsg = self.fd, self._rmsg_addr, self._smsg_addr
         recvmmsg, sendmmsg = self.recvmmsg, self.sendmmsg
         nbase = self.nbase
@@ -138,12 +139,11 @@ class BatchSocket:
         # whole dict lookup, a memoryview slice costs little.
         rview, sview, mlen, ilen = self._rview, self._sview, self._mlen, self._ilen
         sname = self._sname
-        received = hits = unsent = 0
+        hits = unsent = 0
         for _ in range(rounds):
             n = recvmmsg(fd, rmsg, BATCH, MSG_DONTWAIT, None)
             if n <= 0:
                 break
-            received += n
             j = 0
             moved: list[int] = []
             for i in range(n):
@@ -154,7 +154,7 @@ class BatchSocket:
                     hits += 1
                     reply = data[:2] + rest
                 else:
-                    slow = handle(data, self.source(i) if want_source else None)
+                    slow = handle(data, False, self.source(i) if want_source else None)
                     if slow is None or len(slow) > SLOT:
                         continue
                     reply = slow
@@ -172,7 +172,7 @@ class BatchSocket:
                 sname[k].value = nbase + k * 28
             if n < BATCH:
                 break
-        return received, hits, unsent
+        return hits, unsent
 
 
 def available() -> bool:

@@ -13,7 +13,7 @@ from enum import Enum
 import dns.rcode
 import dns.rdatatype
 
-from dnsd.answer import FORMERR, IXFR, NOTIMP, OPT, REFUSED, Labels
+from dnsd.answer import FORMERR, IXFR, NOTIMP, OPT, Labels
 from dnsd.errors import FormatError
 
 MAX_QUERY_SIZE = 4096  # no legitimate query is larger (one question, one OPT with a few options)
@@ -30,7 +30,6 @@ class Verdict(Enum):
     DROP = "drop"  # shorter than a header, or a response (QR=1): no reply at all
     NOTIMP = "notimp"
     FORMERR = "formerr"
-    REFUSED = "refused"
     OK = "ok"
 
 
@@ -41,7 +40,9 @@ def check_header(data: bytes) -> Verdict:
     if (data[2] >> 3) & 0x0F != 0:
         return Verdict.NOTIMP
     _, _, qd, an, ns, ar = _HEADER.unpack_from(data)
-    if qd != 1 or an != 0 or ns != 0 or ar > 1 or len(data) > MAX_QUERY_SIZE:
+    # One authority record is allowed for IXFR, which carries the client's SOA there (RFC 1995 3);
+    # parse_query rejects it for every other type.
+    if qd != 1 or an != 0 or ns > 1 or ar > 1 or len(data) > MAX_QUERY_SIZE:
         return Verdict.FORMERR
     return Verdict.OK
 
@@ -109,12 +110,16 @@ def split_labels(wire: bytes) -> Labels:
 
 def parse_query(data: bytes) -> Query:
     """Parse a message that passed check_header; FormatError when the body is malformed."""
-    qid, flags, _, _, _, ar = _HEADER.unpack_from(data)
+    qid, flags, _, _, ns, ar = _HEADER.unpack_from(data)
     qname, off = read_name(data, 12)
     if off + 4 > len(data):
         raise FormatError("question is truncated")
     qtype, qclass = struct.unpack_from("!HH", data, off)
     off += 4
+    if ns:
+        if qtype != IXFR:
+            raise FormatError("an authority record in a query that is not IXFR")
+        off = _skip_rr(data, off)
     edns = None
     if ar == 1:
         edns, off = _read_additional(data, off)
@@ -145,6 +150,18 @@ def _read_additional(data: bytes, off: int) -> tuple[Edns | None, int]:
     version = (ttl >> 16) & 0xFF
     do = bool(ttl & 0x8000)
     return Edns(max(512, rclass), version, do, rdlen > 0), off + rdlen
+
+
+def _skip_rr(data: bytes, off: int) -> int:
+    """Validate a resource record's framing and return the offset after it."""
+    _, off = _skip_name(data, off)
+    if off + 10 > len(data):
+        raise FormatError("record is truncated")
+    (rdlen,) = struct.unpack_from("!H", data, off + 8)
+    off += 10 + rdlen
+    if off > len(data):
+        raise FormatError("record data runs past the end")
+    return off
 
 
 def _skip_name(data: bytes, off: int) -> tuple[None, int]:
@@ -210,27 +227,13 @@ def _check_ecs(value: bytes) -> None:
 # ---------------------------------------------------------------- replies that need no renderer
 
 
-def is_ixfr_request(data: bytes) -> bool:
-    """One question of type IXFR, nothing in answer, the client's SOA in authority (RFC 1995 3)."""
-    _, _, qd, an, ns, ar = _HEADER.unpack_from(data)
-    if (qd, an, ns) != (1, 0, 1) or ar > 1 or len(data) > MAX_QUERY_SIZE or (data[2] >> 3) & 0x0F:
-        return False
-    try:
-        _, off = read_name(data, 12)
-    except FormatError:
-        return False
-    return off + 4 <= len(data) and struct.unpack_from("!H", data, off)[0] == IXFR
-
-
 def header_only(data: bytes, verdict: Verdict) -> bytes:
-    """FORMERR, NOTIMP or REFUSED from the header alone: ID and opcode echoed, no question, no flags but QR
+    """FORMERR or NOTIMP from the header alone: ID and opcode echoed, no question, no flags but QR
     (RD is copied on FORMERR; on NOTIMP nothing is echoed, as genreport's opcodeflg test expects)."""
     qid = data[0:2]
     opcode_bits = data[2] & 0x78
     if verdict is Verdict.NOTIMP:
         return qid + bytes((0x80 | opcode_bits, NOTIMP)) + bytes(8)
-    if verdict is Verdict.REFUSED:
-        return qid + bytes((0x80 | opcode_bits | (data[2] & 0x01), REFUSED)) + bytes(8)
     return qid + bytes((0x80 | opcode_bits | (data[2] & 0x01), FORMERR)) + bytes(8)
 
 

@@ -334,3 +334,15 @@ def wait_until(pred: Callable[[], Any], timeout: float = 5.0, interval: float = 
             return last
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s (last value {last!r})")
+
+
+def config_expectations(path: Path) -> tuple[list[str], list[str]]:
+    """The `# expect:` substrings and `# expect-re:` patterns written at the top of a bad config file."""
+    subs: list[str] = []
+    regexes: list[str] = []
+    for line in path.read_text().splitlines():
+        if line.startswith("# expect:"):
+            subs.append(line.split(":", 1)[1].strip())
+        elif line.startswith("# expect-re:"):
+            regexes.append(line.split(":", 1)[1].strip())
+    return subs, regexes

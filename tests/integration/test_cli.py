@@ -19,7 +19,7 @@ from pathlib import Path
 import dns.flags
 import pytest
 import yaml
-from support import REPO, DnsdProcess, query, rcode_text, rr_lines, start_dnsd_process, zone_lines
+from support import REPO, DnsdProcess, config_expectations, query, rcode_text, rr_lines, start_dnsd_process, zone_lines
 
 CONFIGS = REPO / "tests" / "data" / "configs"
 GOOD = sorted((CONFIGS / "good").glob("*.yaml"))
@@ -37,20 +37,8 @@ def dnsd(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     )
 
 
-def expectations(path: Path) -> tuple[list[str], list[str]]:
-    """The `# expect:` substrings and `# expect-re:` patterns written at the top of a bad config."""
-    subs: list[str] = []
-    regexes: list[str] = []
-    for line in path.read_text().splitlines():
-        if line.startswith("# expect:"):
-            subs.append(line.split(":", 1)[1].strip())
-        elif line.startswith("# expect-re:"):
-            regexes.append(line.split(":", 1)[1].strip())
-    return subs, regexes
-
-
 def assert_names_problem(path: Path, output: str) -> None:
-    subs, regexes = expectations(path)
+    subs, regexes = config_expectations(path)
     assert subs or regexes, f"{path.name} has no '# expect:' line"
     for sub in subs:
         assert sub in output, f"{sub!r} not in the output: {output!r}"

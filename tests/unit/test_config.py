@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from support import config_expectations
 
 import dnsd.config
 from dnsd.config import load_config, parse_config
@@ -345,20 +346,9 @@ def test_top_level_not_a_mapping() -> None:
         parse_config(["listen", "127.0.0.1:53"])
 
 
-def _expectations(path: Path) -> tuple[list[str], list[str]]:
-    subs: list[str] = []
-    regexes: list[str] = []
-    for line in path.read_text().splitlines():
-        if line.startswith("# expect:"):
-            subs.append(line.split(":", 1)[1].strip())
-        elif line.startswith("# expect-re:"):
-            regexes.append(line.split(":", 1)[1].strip())
-    return subs, regexes
-
-
 @pytest.mark.parametrize("path", BAD, ids=[p.name for p in BAD])
 def test_bad_files_rejected(path: Path) -> None:
-    subs, regexes = _expectations(path)
+    subs, regexes = config_expectations(path)
     assert subs or regexes, f"{path.name} has no '# expect:' line"
     with pytest.raises(ConfigError) as info:
         load_config(path)
