@@ -7,14 +7,16 @@ import logging
 import os
 import socket
 
-from dnsd.chain import Chain, ClusterHandler
+from dnsd.cluster.link import ClusterHandler
+from dnsd.cluster.records import ClusterRecords
 from dnsd.config import Config, FilesSource
-from dnsd.engine import Engine
+from dnsd.engine.chain import Chain
+from dnsd.engine.engine import Engine
 from dnsd.errors import DnsdError
-from dnsd.records import ClusterRecords
-from dnsd.server import DnsServer
+from dnsd.sources.base import Source
 from dnsd.sources.files import FileSource
-from dnsd.store import Store
+from dnsd.store.store import Store
+from dnsd.transport.server import DnsServer
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,17 @@ def server_ips(cfg: Config) -> list[str]:
     return ips
 
 
+def make_source(cfg: Config, store: Store) -> Source:
+    """The one source the config names (cluster.source), behind the Source protocol."""
+    source = cfg.cluster.source
+    if isinstance(source, FilesSource):
+        return FileSource(source.path, store)
+    raise DnsdError(
+        f"cluster.source: the {type(source).__name__.removesuffix('Source').lower()} backend "
+        "is not built yet; use cluster.source.files"
+    )
+
+
 class App:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -50,13 +63,7 @@ class App:
         # DNSD_UDP_BATCH=0 turns recvmmsg/sendmmsg off (the tests run both UDP paths).
         batch_io = os.environ.get("DNSD_UDP_BATCH", "1") != "0"
         self.server = DnsServer(self.engine, cfg.listen, cfg.tcp, batch_io)
-        source = cfg.cluster.source
-        if not isinstance(source, FilesSource):
-            raise DnsdError(
-                f"cluster.source: the {type(source).__name__.removesuffix('Source').lower()} backend "
-                "is not built yet; use cluster.source.files"
-            )
-        self.source = FileSource(source.path, self.store)
+        self.source = make_source(cfg, self.store)
         self.dns_addresses: list[tuple[str, int]] = []
 
     async def start(self) -> None:

@@ -1,1 +1,1 @@
-"""Where cluster objects come from: one interface per backend (files now; the Kubernetes API and etcd later)."""
+"""Sources that feed the endpoint store, each behind the Source protocol (sources/base.py)."""

@@ -9,35 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from dnsd.errors import ManifestError
-from dnsd.model import KubeObject, object_from, object_key
-from dnsd.store import ObjectKey, Store
+from dnsd.sources.manifests import Parsed, parse_file
+from dnsd.store.model import KubeObject, object_key
+from dnsd.store.store import ObjectKey, Store
 
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".yaml", ".yml", ".json")
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 Signature = tuple[int, int, int, str]  # mtime_ns, size, inode, real path
 SETTLE_S = 0.03  # a file must be this quiet before it is read (see FileSource._scan)
 MAX_SETTLE_ROUNDS = 100  # then give up until the next change event or periodic rescan
-
-
-@dataclass(frozen=True, slots=True)
-class Parsed:
-    objects: tuple[tuple[KubeObject, int], ...] | None  # (object, line); None when the file is bad
-    error: str = ""
 
 
 def manifest_files(root: Path) -> list[Path]:
@@ -84,76 +72,10 @@ def signature(path: Path) -> Signature | None:
         return None
 
 
-def parse_file(path: Path) -> Parsed:
-    """Read one file; every object must be valid or the whole file counts as bad."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        return Parsed(None, f"{path}: cannot read: {exc}")
-    try:
-        docs = list(_documents(text))
-    except yaml.YAMLError as exc:
-        if path.suffix == ".json":
-            try:
-                docs = [(json.loads(text), [1])]
-            except json.JSONDecodeError as jexc:
-                return Parsed(None, f"{path}:{jexc.lineno}: not valid JSON: {jexc.msg}")
-        else:
-            mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-            where = f":{mark.line + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or str(exc)
-            return Parsed(None, f"{path}{where}: not valid YAML: {problem}")
-    out: list[tuple[KubeObject, int]] = []
-    for data, lines in docs:
-        if data is None:
-            continue
-        if not isinstance(data, Mapping):
-            return Parsed(None, f"{path}:{lines[0]}: a manifest must be a mapping, not {type(data).__name__}")
-        items: list[tuple[Any, int]]
-        kind_hint: str
-        if isinstance(data.get("kind"), str) and data["kind"].endswith("List") and "items" in data:
-            raw_items = data.get("items") or []
-            if not isinstance(raw_items, list):
-                return Parsed(None, f"{path}:{lines[0]}: items must be a list")
-            item_lines = lines[1:] + [lines[0]] * (len(raw_items) - len(lines) + 1)
-            items = list(zip(raw_items, item_lines, strict=False))
-            kind_hint = data["kind"][: -len("List")]
-        else:
-            items = [(data, lines[0])]
-            kind_hint = ""
-        for item, line in items:
-            if not isinstance(item, Mapping):
-                return Parsed(None, f"{path}:{line}: a list item must be a mapping")
-            if "kind" not in item and kind_hint:
-                # `kubectl get services -o yaml` prints a ServiceList whose items carry no kind.
-                item = {**item, "kind": kind_hint}
-            try:
-                obj = object_from(item)
-            except ManifestError as exc:
-                return Parsed(None, f"{path}:{line}: {exc}")
-            if obj is not None:
-                out.append((obj, line))
-    return Parsed(tuple(out))
-
-
-def _documents(text: str) -> Iterator[tuple[Any, list[int]]]:
-    """(document, [line of the document, lines of its `items` entries...]) with 1-based lines."""
-    loader = _Loader(text)
-    try:
-        while loader.check_node():
-            node = loader.get_node()
-            lines = [node.start_mark.line + 1]
-            if isinstance(node, yaml.MappingNode):
-                for key, value in node.value:
-                    if getattr(key, "value", None) == "items" and isinstance(value, yaml.SequenceNode):
-                        lines += [n.start_mark.line + 1 for n in value.value]
-            yield loader.construct_document(node), lines
-    finally:
-        loader.dispose()
-
-
 class FileSource:
     """Keeps the store equal to the merge of every good file: later files (in sorted path order) win."""
+
+    name = "files"
 
     def __init__(self, root: Path, store: Store, *, step_ms: int = 10, rescan_s: float = 10.0) -> None:
         self.root = root
@@ -240,6 +162,10 @@ class FileSource:
         upserts = [obj for k, (obj, _) in merged.items() if self.merged.get(k, (None,))[0] != obj]
         self.merged = merged
         return self.store.apply(upserts, deletes)
+
+    async def resync(self) -> None:
+        """Re-read every file whose signature changed now (SIGHUP), as the periodic rescan does."""
+        await self._sync_logged()
 
     async def sync(self) -> int:
         changed = 0

@@ -15,7 +15,8 @@ from pathlib import Path
 import dns.message
 import dns.rcode
 import pytest
-from rawdns import (
+from support import DnsdHandle, base_config, run_dnsd, zone_lines
+from support.rawdns import (
     AA,
     AAAA,
     AD,
@@ -50,7 +51,6 @@ from rawdns import (
     udp_exchange,
     wire_name,
 )
-from support import DnsdHandle, base_config, run_dnsd, zone_lines
 
 MANIFESTS = Path(__file__).resolve().parent.parent / "data" / "protocol"
 

@@ -29,8 +29,8 @@ from pathlib import Path
 import dns.message
 import dns.rcode
 import pytest
-from rawdns import WEB, header, opt_rr, question, socket_count, wire_name
 from support import DnsdHandle, query, read_tcp_message, rr_lines, tcp_frame, wait_until, zone_lines
+from support.rawdns import WEB, header, opt_rr, question, socket_count, wire_name
 
 MANIFESTS = Path(__file__).resolve().parent.parent / "data" / "protocol"
 

@@ -21,7 +21,15 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 import pytest
-from rawdns import (
+from support import (
+    DnsdHandle,
+    base_config,
+    read_tcp_message,
+    run_dnsd,
+    tcp_frame,
+    zone_lines,
+)
+from support.rawdns import (
     AA,
     AAAA,
     AD,
@@ -57,14 +65,6 @@ from rawdns import (
     tcp_exchange,
     udp_exchange,
     wire_name,
-)
-from support import (
-    DnsdHandle,
-    base_config,
-    read_tcp_message,
-    run_dnsd,
-    tcp_frame,
-    zone_lines,
 )
 
 MANIFESTS = Path(__file__).resolve().parent.parent / "data" / "protocol"

@@ -20,7 +20,6 @@ from typing import Any
 import dns.message
 import dns.rcode
 import pytest
-from rawdns import WEB, query_bytes, socket_count
 from support import (
     DnsdHandle,
     base_config,
@@ -31,6 +30,7 @@ from support import (
     wait_until,
     zone_lines,
 )
+from support.rawdns import WEB, query_bytes, socket_count
 
 MANIFESTS = Path(__file__).resolve().parent.parent / "data" / "protocol"
 

@@ -13,7 +13,7 @@ import dns.rcode
 import pytest
 from support import FIXTURE_CLUSTER, DnsdHandle, base_config, query, run_dnsd
 
-from dnsd import udp_batch
+from dnsd.transport import udp_batch
 
 PATHS = ["batch", "plain"] if udp_batch.available() else ["plain"]
 

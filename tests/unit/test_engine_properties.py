@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_fastpath import _engine
 
-from dnsd.engine import Engine
+from dnsd.engine.engine import Engine
 
 ENGINE: Engine = _engine()[0]
 RCODES = {0, 1, 2, 3, 4, 5, 16}

@@ -11,12 +11,13 @@ import dns.rcode
 import dns.rrset
 import pytest
 
-from dnsd.chain import Chain, ClusterHandler
+from dnsd.cluster.link import ClusterHandler
+from dnsd.cluster.records import ClusterRecords
 from dnsd.config import ClusterConfig
-from dnsd.engine import Engine
-from dnsd.model import Endpoint, EndpointPort, EndpointSlice, Namespace, Service, ServicePort
-from dnsd.records import ClusterRecords
-from dnsd.store import Store
+from dnsd.engine.chain import Chain
+from dnsd.engine.engine import Engine
+from dnsd.store.model import Endpoint, EndpointPort, EndpointSlice, Namespace, Service, ServicePort
+from dnsd.store.store import Store
 
 
 def _svc(name: str, ip: str, ns: str = "default") -> Service:

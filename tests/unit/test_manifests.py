@@ -1,4 +1,4 @@
-"""Manifest reading, without a server: one object (dnsd.model.object_from), one file (parse_file), one directory
+"""Manifest reading, without a server: one object (dnsd.store.model.object_from), one file (parse_file), one directory
 (manifest_files). The integration tests in tests/integration/test_store.py cover the same rules through DNS.
 
 Expected objects are written from the spec digest (k8s-dns-spec.md 2.2-2.3, 3.2-3.8): `ready: null` counts as
@@ -19,7 +19,9 @@ import pytest
 import yaml
 
 from dnsd.errors import ManifestError
-from dnsd.model import (
+from dnsd.sources.files import manifest_files
+from dnsd.sources.manifests import parse_file
+from dnsd.store.model import (
     Endpoint,
     EndpointPort,
     EndpointSlice,
@@ -29,7 +31,6 @@ from dnsd.model import (
     ServicePort,
     object_from,
 )
-from dnsd.sources.files import manifest_files, parse_file
 
 # ---------------------------------------------------------------- one object
 

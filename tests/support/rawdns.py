@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import dns.rcode
 import dns.rrset
+
 from support import read_tcp_message, rr_lines, tcp_frame, zone_lines
 
 # the name every helper queries by default: a service of tests/data/protocol with one A record

@@ -1,4 +1,4 @@
-"""The handler chain, in its one fixed order (like CoreDNS's plugin.cfg): cluster, then the terminal REFUSED.
+"""The chain of links, in its one fixed order (like CoreDNS's plugin.cfg): cluster, then the terminal REFUSED.
 
 Authoritative handlers are plain functions, not coroutines: their data is in memory and they never wait, so the
 hot path pays no task or coroutine cost. Handlers that must wait (forward, recurse) arrive with later issues as
@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from dnsd.answer import CLASS_IN, REFUSED, Answer
-from dnsd.records import ClusterRecords
-from dnsd.wire import Query
+from dnsd.proto.answer import CLASS_IN, REFUSED, Answer
+from dnsd.proto.wire import Query
 
 
 class Handler(Protocol):
@@ -20,16 +19,6 @@ class Handler(Protocol):
 
     def resolve(self, q: Query) -> Answer | None:
         """An answer, or None to pass the query on to the next handler."""
-
-
-class ClusterHandler:
-    name = "cluster"
-
-    def __init__(self, records: ClusterRecords) -> None:
-        self.records = records
-
-    def resolve(self, q: Query) -> Answer | None:
-        return self.records.lookup(q.labels, q.qtype)
 
 
 class TerminalHandler:

@@ -12,8 +12,8 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
-from dnsd.answer import AAAA, CLASS_IN, CNAME, NS, OPT, PTR, RR, SOA, SRV, TXT, A, Answer, Labels
-from dnsd.wire import EDNS_PAYLOAD, Query
+from dnsd.proto.answer import AAAA, CLASS_IN, CNAME, NS, OPT, PTR, RR, SOA, SRV, TXT, A, Answer, Labels
+from dnsd.proto.wire import EDNS_PAYLOAD, Query
 
 _RR_FIXED = struct.Struct("!HHIH")
 FLAG_QR, FLAG_AA, FLAG_TC = 0x8000, 0x0400, 0x0200

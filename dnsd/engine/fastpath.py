@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dnsd.answer import ALL, Tag
-from dnsd.render import Rendered
+from dnsd.proto.answer import ALL, Tag
+from dnsd.proto.render import Rendered
 
 MAX_EXACT_PER_ENTRY = 16  # spellings/flag variants remembered per entry (bounds memory under 0x20 or odd clients)
 

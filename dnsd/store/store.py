@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from dnsd.answer import ALL, Tag
-from dnsd.model import Endpoint, EndpointSlice, KubeObject, Namespace, Pod, Service, object_key
+from dnsd.proto.answer import ALL, Tag
+from dnsd.store.model import Endpoint, EndpointSlice, KubeObject, Namespace, Pod, Service, object_key
 
 log = logging.getLogger(__name__)
 

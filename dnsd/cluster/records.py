@@ -9,7 +9,8 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from dnsd.answer import (
+from dnsd.config import ClusterConfig
+from dnsd.proto.answer import (
     AAAA,
     ANY,
     CNAME,
@@ -27,9 +28,8 @@ from dnsd.answer import (
     Labels,
     Tag,
 )
-from dnsd.config import ClusterConfig
-from dnsd.model import Service
-from dnsd.store import ABSENT_IP, ReadyAddress, Store
+from dnsd.store.model import Service
+from dnsd.store.store import ABSENT_IP, ReadyAddress, Store
 
 DNS_VERSION_TTL = 28800  # spec 3.1: always 28800 whatever `ttl` says
 MAX_CNAME_CHAIN = 8  # in-zone ExternalName chains longer than this are SERVFAIL (CoreDNS file plugin limit)

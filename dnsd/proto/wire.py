@@ -13,8 +13,8 @@ from enum import Enum
 import dns.rcode
 import dns.rdatatype
 
-from dnsd.answer import FORMERR, IXFR, NOTIMP, OPT, Labels
 from dnsd.errors import FormatError
+from dnsd.proto.answer import FORMERR, IXFR, NOTIMP, OPT, Labels
 
 MAX_QUERY_SIZE = 4096  # no legitimate query is larger (one question, one OPT with a few options)
 EDNS_PAYLOAD = 1232  # what we advertise (DNS Flag Day 2020; NSD, Knot and Unbound default)

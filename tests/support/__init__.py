@@ -26,7 +26,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent.parent
 FIXTURE_CLUSTER = REPO / "tests" / "data" / "cluster"
 
 

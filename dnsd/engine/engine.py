@@ -8,13 +8,12 @@ import struct
 import time
 from dataclasses import dataclass
 
-from dnsd.answer import AXFR, BADVERS, IXFR, NOTIMP, REFUSED, SERVFAIL, Tag
-from dnsd.chain import Chain
+from dnsd.engine.chain import Chain
+from dnsd.engine.fastpath import FastTable
 from dnsd.errors import FormatError
-from dnsd.fastpath import FastTable
-from dnsd.render import finish, render, simple_reply
-from dnsd.store import Store
-from dnsd.wire import (
+from dnsd.proto.answer import AXFR, BADVERS, IXFR, NOTIMP, REFUSED, SERVFAIL, Tag
+from dnsd.proto.render import finish, render, simple_reply
+from dnsd.proto.wire import (
     EDNS_PAYLOAD,
     Query,
     Verdict,
@@ -24,6 +23,7 @@ from dnsd.wire import (
     rcode_text,
     type_text,
 )
+from dnsd.store.store import Store
 
 log = logging.getLogger(__name__)
 qlog = logging.getLogger("dnsd.query")
