@@ -76,6 +76,10 @@ class App:
             await self.server.close()
             raise
 
+    async def resync(self) -> None:
+        """SIGHUP: re-read the sources now (live config reload arrives with a later issue)."""
+        await self.source.resync()
+
     async def stop(self) -> None:
         await self.source.stop()
         await self.server.close()
