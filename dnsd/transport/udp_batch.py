@@ -45,6 +45,8 @@ class _Mmsghdr(Structure):
 # Where the fields read and written per datagram sit, in units of the memoryview formats used for them.
 MLEN_STRIDE = ctypes.sizeof(_Mmsghdr) // ctypes.sizeof(c_uint)  # mmsghdr, in 4-octet words
 MLEN_AT = _Mmsghdr.msg_len.offset // ctypes.sizeof(c_uint)
+MMSG_SIZE = ctypes.sizeof(_Mmsghdr)
+PORT_STRIDE = 28 // 2  # one sockaddr slot (sockaddr_in6 size), in 16-bit words
 # The send slots' iov_len is written through an unsigned-long view: size_t is unsigned long on Linux.
 assert ctypes.sizeof(ctypes.c_ulong) == ctypes.sizeof(c_size_t)
 assert ctypes.sizeof(_Iovec) == 2 * ctypes.sizeof(c_size_t) and _Iovec.iov_len.offset == ctypes.sizeof(c_size_t)
@@ -108,6 +110,8 @@ class BatchSocket:
         self._rview = memoryview(self._rbuf).cast("B")
         self._sview = memoryview(self._sbuf).cast("B")
         self._mlen = memoryview(self._rmsg).cast("B").cast("I")  # msg_len of each received mmsghdr
+        # The sockaddr slots as 16-bit words: sin_port and sin6_port are the second word of each 28-octet slot.
+        self._ports = memoryview(self._names).cast("B").cast("H")
         self._ilen = memoryview(self._siov).cast("B").cast("L")  # iov_base, iov_len pairs of the send slots
         self._rmsg_addr = rm
         self._smsg_addr = sm
@@ -132,12 +136,12 @@ class BatchSocket:
         """Receive and answer up to rounds x BATCH datagrams: exact-query hits from `exact` (the fast path,
         inlined), the rest through handle (Engine.handle_miss). Returns (fast hits, replies the kernel did not
         take)."""
-        fd, rmsg, smsg = self.fd, self._rmsg_addr, self._smsg_addr
-        recvmmsg, sendmmsg = self.recvmmsg, self.sendmmsg
+        fd, rmsg = self.fd, self._rmsg_addr
+        recvmmsg = self.recvmmsg
         nbase = self.nbase
         # Buffers and length fields through memoryviews: a ctypes call per datagram costs more than the
         # whole dict lookup, a memoryview slice costs little.
-        rview, sview, mlen, ilen = self._rview, self._sview, self._mlen, self._ilen
+        rview, sview, mlen, ilen, ports = self._rview, self._sview, self._mlen, self._ilen, self._ports
         sname = self._sname
         hits = unsent = 0
         for _ in range(rounds):
@@ -146,33 +150,58 @@ class BatchSocket:
                 break
             j = 0
             moved: list[int] = []
-            for i in range(n):
-                at = i * SLOT
-                data = rview[at : at + mlen[i * MLEN_STRIDE + MLEN_AT]].tobytes()
-                rest = exact.get(data[2:])
-                if rest is not None:
-                    hits += 1
-                    reply = data[:2] + rest
-                else:
-                    slow = handle(data, False, self.source(i) if want_source else None)
-                    if slow is None or len(slow) > SLOT:
+            try:
+                for i in range(n):
+                    if not ports[i * PORT_STRIDE + 1]:
+                        # Source port 0 (RFC 768: "no port"): only a spoofed datagram has it, and a reply to
+                        # it cannot be sent (the kernel refuses port 0 with EINVAL).
                         continue
-                    reply = slow
-                size = len(reply)
-                out = j * SLOT
-                sview[out : out + size] = reply
-                ilen[j * 2 + 1] = size
-                if j != i:  # an earlier datagram got no reply: this reply goes to datagram i's sender
-                    sname[j].value = nbase + i * 28
-                    moved.append(j)
-                j += 1
-            sent = sendmmsg(fd, smsg, j, MSG_DONTWAIT) if j else 0
-            unsent += j - max(sent, 0)
-            for k in moved:
-                sname[k].value = nbase + k * 28
+                    at = i * SLOT
+                    data = rview[at : at + mlen[i * MLEN_STRIDE + MLEN_AT]].tobytes()
+                    rest = exact.get(data[2:])
+                    if rest is not None:
+                        hits += 1
+                        reply = data[:2] + rest
+                    else:
+                        slow = handle(data, False, self.source(i) if want_source else None)
+                        if slow is None or len(slow) > SLOT:
+                            continue
+                        reply = slow
+                    size = len(reply)
+                    out = j * SLOT
+                    sview[out : out + size] = reply
+                    ilen[j * 2 + 1] = size
+                    if j != i:  # an earlier datagram got no reply: this reply goes to datagram i's sender
+                        sname[j].value = nbase + i * 28
+                        moved.append(j)
+                    j += 1
+                if j:
+                    unsent += self._send(j)
+            finally:
+                # The send slots point back at their own addresses, whatever happened above.
+                for k in moved:
+                    sname[k].value = nbase + k * 28
             if n < BATCH:
                 break
         return hits, unsent
+
+    def _send(self, j: int) -> int:
+        """sendmmsg the first j send slots; returns how many replies were not sent. sendmmsg stops at the
+        first message it cannot send (and returns -1 if that is the first): that one is skipped and the rest
+        sent, so one unsendable reply (an address the kernel refuses) costs only itself. A full send buffer
+        (EAGAIN, ENOBUFS) ends the batch: the rest would fail the same way."""
+        sendmmsg, smsg, fd = self.sendmmsg, self._smsg_addr, self.fd
+        start = unsent = 0
+        while start < j:
+            sent = sendmmsg(fd, smsg + start * MMSG_SIZE, j - start, MSG_DONTWAIT)
+            if sent > 0:
+                start += sent
+                continue
+            if sent < 0 and ctypes.get_errno() in (errno.EAGAIN, errno.ENOBUFS):
+                return unsent + j - start
+            unsent += 1  # message `start` was refused: skip it
+            start += 1
+        return unsent
 
 
 def available() -> bool:
