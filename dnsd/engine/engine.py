@@ -1,17 +1,21 @@
-"""One query in, one reply out: the header check, the fast path, the chain, rendering, and the one place where
-exceptions become rcodes."""
+"""One query in, one reply out: the exact-query fast path, the header check, the chain, rendering, the async
+tail, and the one place where exceptions become rcodes."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import struct
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 from dnsd.engine.chain import Chain
+from dnsd.engine.context import TCP, UDP, QueryContext
 from dnsd.engine.fastpath import FastTable
 from dnsd.errors import FormatError
-from dnsd.proto.answer import AXFR, BADVERS, IXFR, NOTIMP, REFUSED, SERVFAIL, Tag
+from dnsd.proto.answer import AXFR, BADVERS, IXFR, NOTIMP, REFUSED, SERVFAIL, Answer, Tag
 from dnsd.proto.render import finish, render, simple_reply
 from dnsd.proto.wire import (
     EDNS_PAYLOAD,
@@ -29,6 +33,12 @@ log = logging.getLogger(__name__)
 qlog = logging.getLogger("dnsd.query")
 
 TCP_LIMIT = 65535
+MAX_INFLIGHT = 1000  # queries waiting on the async tail at once; more are shed with SERVFAIL
+ASYNC_DEADLINE = 5.0  # seconds a query may wait on the async tail before it gets SERVFAIL
+
+# What a listener gets back: the reply now, nothing (drop), or a reply later (the async tail).
+Reply = bytes | None
+Later = Awaitable[bytes | None]
 
 
 @dataclass(slots=True)
@@ -39,16 +49,28 @@ class Counters:
     formerr: int = 0
     notimp: int = 0
     servfail_internal: int = 0
+    shed: int = 0  # queries refused a place in the async tail (MAX_INFLIGHT reached)
+    deadline: int = 0  # async-tail queries that ran past ASYNC_DEADLINE
 
 
 class Engine:
-    def __init__(self, chain: Chain, store: Store, table: FastTable | None = None, log_queries: bool = False) -> None:
+    def __init__(
+        self,
+        chain: Chain,
+        store: Store,
+        table: FastTable | None = None,
+        log_queries: bool = False,
+        max_inflight: int = MAX_INFLIGHT,
+        deadline: float = ASYNC_DEADLINE,
+    ) -> None:
         self.chain = chain
         self.store = store
         self.table = table if table is not None else FastTable()
         self.counters = Counters()
         self.log_queries = log_queries
-        self.last_source = ""
+        self.max_inflight = max_inflight
+        self.deadline = deadline
+        self.inflight = 0
         self._serial = store.serial
         store.subscribe(self._invalidate)
 
@@ -58,109 +80,157 @@ class Engine:
             self._serial = self.store.serial
             self.table.serial_changed()
 
-    def handle(self, data: bytes, tcp: bool = False, client: object = None) -> bytes | None:
-        """The reply for a datagram or TCP message, or None when nothing must be sent."""
+    def exact_table(self, tcp: bool) -> dict[bytes, bytes]:
+        """The exact-query table a listener may look queries up in itself (the fast path inlined: one slice, one
+        dict lookup, see fastpath.py). Empty while the query log is on, so that every query is logged."""
         if self.log_queries:
-            return self._handle_logged(data, tcp, client)
-        return self._handle(data, tcp)
+            return {}
+        return self.table.exact_tcp if tcp else self.table.exact_udp
 
-    def handle_miss(self, data: bytes, tcp: bool = False, client: object = None) -> bytes | None:
-        """As handle, for a caller that has already looked the query up in the exact-query table itself (the
-        UDP listeners inline that lookup): the lookup is not done twice."""
-        if self.log_queries:
-            return self._handle_logged(data, tcp, client)
-        self.counters.queries += 1
-        return self._answer(data, tcp)
-
-    def _handle_logged(self, data: bytes, tcp: bool, client: object) -> bytes | None:
-        """The query log (log.queries): one line per query, with the link of the chain that answered."""
-        start = time.perf_counter()
-        self.last_source = "fast"
-        reply = self._handle(data, tcp)
-        micros = (time.perf_counter() - start) * 1e6
-        who = f"{client[0]}#{client[1]}" if isinstance(client, tuple) else "-"
-        try:
-            q = parse_query(data)
-            what = f"{q.name_text} {type_text(q.qtype)}"
-        except Exception:
-            what = "<malformed>"
-        if reply is None:
-            qlog.info("%s %s %s dropped", who, "tcp" if tcp else "udp", what)
-        else:
-            rcode = reply[3] & 0x0F
-            qlog.info(
-                "%s %s %s %s %s %dB %.0fus",
-                who,
-                "tcp" if tcp else "udp",
-                what,
-                rcode_text(rcode),
-                self.last_source,
-                len(reply),
-                micros,
-            )
-        return reply
-
-    def _handle(self, data: bytes, tcp: bool) -> bytes | None:
-        self.counters.queries += 1
-        # Fast path: this exact query (after its ID) was answered before from the pre-rendered table.
-        rest = (self.table.exact_tcp if tcp else self.table.exact_udp).get(data[2:])
+    def handle(self, data: bytes, tcp: bool = False, client: object = None) -> Reply | Later:
+        """The reply for a datagram or TCP message: bytes now, None when nothing must be sent, or an awaitable
+        when the query waits on the async tail."""
+        rest = self.exact_table(tcp).get(data[2:])
         if rest is not None:
+            self.counters.queries += 1
             self.counters.fast_hits += 1
             return data[:2] + rest
-        return self._answer(data, tcp)
+        return self.handle_miss(data, tcp, client)
 
-    def _answer(self, data: bytes, tcp: bool) -> bytes | None:
+    def handle_miss(self, data: bytes, tcp: bool = False, client: object = None) -> Reply | Later:
+        """As handle, for a caller that has already looked the query up in exact_table() itself."""
+        self.counters.queries += 1
+        peer = client if isinstance(client, tuple) else None
+        ctx = QueryContext(peer, TCP if tcp else UDP, time.perf_counter() if self.log_queries else 0.0)
         try:
-            return self._slow(data, tcp)
+            out = self._slow(data, ctx)
         except Exception:
-            # The one place where an unexpected exception becomes an rcode (design: error map).
-            self.counters.servfail_internal += 1
-            log.exception("internal error answering a query; replied SERVFAIL")
-            try:
-                return simple_reply(parse_query(data), SERVFAIL)
-            except Exception:
-                return None
+            out = self._internal_error(data, ctx)
+        if isinstance(out, bytes) or out is None:
+            if self.log_queries:
+                self._log(ctx, out)
+            return out
+        return out
 
-    def _slow(self, data: bytes, tcp: bool) -> bytes | None:
+    def _internal_error(self, data: bytes, ctx: QueryContext) -> Reply:
+        """The one place where an unexpected exception becomes an rcode (SERVFAIL, and a traceback in the log)."""
+        self.counters.servfail_internal += 1
+        ctx.link = "error"
+        log.exception("internal error answering a query; replied SERVFAIL")
+        try:
+            return simple_reply(ctx.query or parse_query(data), SERVFAIL)
+        except Exception:
+            return None
+
+    def _slow(self, data: bytes, ctx: QueryContext) -> Reply | Later:
         verdict = check_header(data)
         if verdict is Verdict.DROP:
             self.counters.dropped += 1
+            ctx.link = "header"
             return None
         if verdict is not Verdict.OK:
             if verdict is Verdict.FORMERR:
                 self.counters.formerr += 1
             else:
                 self.counters.notimp += 1
+            ctx.link = "header"
             return header_only(data, verdict)
         try:
             q = parse_query(data)
         except FormatError as exc:
             self.counters.formerr += 1
+            ctx.link = "parse"
             log.debug("FORMERR: %s", exc)
             return header_only(data, Verdict.FORMERR)
+        ctx.query = q
         if q.edns is not None and q.edns.version > 0:
+            ctx.link = "edns"
             return simple_reply(q, BADVERS)  # RFC 6891 6.1.3
         if q.qtype in (AXFR, IXFR):
             # Zone transfers: not over UDP (NOTIMP); over TCP not configured (REFUSED).
-            return simple_reply(q, REFUSED if tcp else NOTIMP)
-        limit = TCP_LIMIT if tcp else (min(q.edns.payload, EDNS_PAYLOAD) if q.edns is not None else 512)
+            ctx.link = "transfer"
+            return simple_reply(q, REFUSED if ctx.tcp else NOTIMP)
+        limit = TCP_LIMIT if ctx.tcp else (min(q.edns.payload, EDNS_PAYLOAD) if q.edns is not None else 512)
         key = q.key_question + _variant(q, limit)
         entry = self.table.get(key)
         if entry is None:
-            ans = self.chain.resolve(q)
-            self.last_source = ans.source
-            if ans.answer or ans.authority or ans.additional or ans.aa:
-                rendered = render(q, ans, limit)
-                if not ans.cacheable:
-                    return finish(rendered, data, self.store.serial)
-                entry = self.table.put(key, rendered, ans.tags)
-            else:
+            resolved = self.chain.resolve(q, ctx)
+            if not isinstance(resolved, Answer):
+                return self._later(resolved, q, ctx, limit)
+            ans = resolved
+            if not (ans.answer or ans.authority or ans.additional or ans.aa):
                 return simple_reply(q, ans.rcode)
+            rendered = render(q, ans, limit)
+            if not ans.cacheable:
+                return finish(rendered, data, self.store.serial)
+            entry = self.table.put(key, rendered, ans.tags)
+        else:
+            ctx.link = "fast"
         reply = finish(entry.rendered, data, self.store.serial)
         if q.edns is None or not q.edns.options:
             # Queries with EDNS options (dig's fresh COOKIE each run) never repeat exactly: not worth a slot.
-            self.table.remember_exact(entry, tcp, data[2:], reply[2:])
+            self.table.remember_exact(entry, ctx.tcp, data[2:], reply[2:])
         return reply
+
+    # ------------------------------------------------------------ the async tail
+
+    def _later(self, pending: Awaitable[Answer], q: Query, ctx: QueryContext, limit: int) -> Reply | Later:
+        """A query that waits on the async tail: bounded by max_inflight (shed with SERVFAIL beyond it, so
+        load costs answers, not memory) and by the deadline."""
+        if self.inflight >= self.max_inflight:
+            if inspect.iscoroutine(pending):
+                pending.close()
+            self.counters.shed += 1
+            ctx.link = "shed"
+            return simple_reply(q, SERVFAIL)
+        self.inflight += 1
+        return self._wait(pending, q, ctx, limit)
+
+    async def _wait(self, pending: Awaitable[Answer], q: Query, ctx: QueryContext, limit: int) -> Reply:
+        reply: Reply
+        try:
+            try:
+                async with asyncio.timeout(self.deadline):
+                    ans = await pending
+                reply = self._render_uncached(q, ans, limit)
+            except TimeoutError:
+                self.counters.deadline += 1
+                ctx.link = "deadline"
+                reply = simple_reply(q, SERVFAIL)
+            except Exception:
+                reply = self._internal_error(q.data, ctx)
+        finally:
+            self.inflight -= 1
+        if self.log_queries:
+            self._log(ctx, reply)
+        return reply
+
+    def _render_uncached(self, q: Query, ans: Answer, limit: int) -> bytes:
+        if not (ans.answer or ans.authority or ans.additional or ans.aa):
+            return simple_reply(q, ans.rcode)
+        return finish(render(q, ans, limit), q.data, self.store.serial)
+
+    # ------------------------------------------------------------ the query log
+
+    def _log(self, ctx: QueryContext, reply: Reply) -> None:
+        """log.queries: one line per query, with the link of the chain that answered."""
+        micros = (time.perf_counter() - ctx.started) * 1e6
+        who = f"{ctx.client[0]}#{ctx.client[1]}" if ctx.client else "-"
+        q = ctx.query
+        what = f"{q.name_text} {type_text(q.qtype)}" if q is not None else "<malformed>"
+        if reply is None:
+            qlog.info("%s %s %s dropped", who, ctx.transport, what)
+        else:
+            qlog.info(
+                "%s %s %s %s %s %dB %.0fus",
+                who,
+                ctx.transport,
+                what,
+                rcode_text(reply[3] & 0x0F),
+                ctx.link,
+                len(reply),
+                micros,
+            )
 
 
 def _variant(q: Query, limit: int) -> bytes:
@@ -168,3 +238,10 @@ def _variant(q: Query, limit: int) -> bytes:
     if q.edns is None:
         return struct.pack("!BH", 0, limit)
     return struct.pack("!BH", 2 if q.edns.do else 1, limit)
+
+
+def is_later(reply: Reply | Later) -> bool:
+    """True when a handle() result is a reply still to come (the async tail)."""
+    return not (reply is None or isinstance(reply, bytes))
+
+

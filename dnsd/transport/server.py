@@ -78,7 +78,7 @@ class DnsServer:
 
     async def close(self) -> None:
         for u in self.udp:
-            u.close()
+            await u.close()
         for t in self.tcp:
             await t.close()
         self.udp.clear()
