@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from dnsd.proto.answer import AAAA, CLASS_IN, CNAME, NS, OPT, PTR, RR, SOA, SRV, TXT, A, Answer, Labels
@@ -77,28 +78,58 @@ class _Writer:
         fixed_at = len(self.buf)
         self.buf += _RR_FIXED.pack(rr.rtype, CLASS_IN, rr.ttl, 0)
         start = len(self.buf)
-        t = rr.rtype
-        d = rr.rdata
-        if t in (A, AAAA):
-            self.buf += ipaddress.ip_address(str(d[0])).packed
-        elif t in (CNAME, PTR, NS):
-            self.name(_labels(d[0]), base=base)
-        elif t == SRV:
-            self.buf += struct.pack("!HHH", int(str(d[0])), int(str(d[1])), int(str(d[2])))
-            self.name(_labels(d[3]), compress=False, base=base)
-        elif t == SOA:
-            self.name(_labels(d[0]), base=base)
-            self.name(_labels(d[1]), base=base)
-            self.serial_at = base + len(self.buf)
-            self.buf += struct.pack("!IIIII", *(int(str(v)) for v in d[2:7]))
-        elif t == TXT:
-            for s in d:
-                raw = str(s).encode()
-                self.buf.append(len(raw))
-                self.buf += raw
-        else:
-            raise ValueError(f"cannot render RR type {t}")
+        write = RDATA_WRITERS.get(rr.rtype)
+        if write is None:
+            raise ValueError(f"cannot render RR type {rr.rtype}")
+        write(self, rr.rdata, base)
         struct.pack_into("!H", self.buf, fixed_at + 8, len(self.buf) - start)
+
+
+# ---------------------------------------------------------------- rdata, one writer per type (RR.rdata layouts)
+
+
+def _address(w: _Writer, d: tuple[object, ...], base: int) -> None:
+    """A (RFC 1035 3.4.1) and AAAA (RFC 3596 2.2): the packed address."""
+    w.buf += ipaddress.ip_address(str(d[0])).packed
+
+
+def _target(w: _Writer, d: tuple[object, ...], base: int) -> None:
+    """CNAME, PTR, NS (RFC 1035 3.3): one name, compressed (RFC 3597 4 allows it for these well-known types)."""
+    w.name(_labels(d[0]), base=base)
+
+
+def _srv(w: _Writer, d: tuple[object, ...], base: int) -> None:
+    """SRV (RFC 2782): priority, weight, port, and a target that must not be compressed."""
+    w.buf += struct.pack("!HHH", int(str(d[0])), int(str(d[1])), int(str(d[2])))
+    w.name(_labels(d[3]), compress=False, base=base)
+
+
+def _soa(w: _Writer, d: tuple[object, ...], base: int) -> None:
+    """SOA (RFC 1035 3.3.13): the serial's offset is recorded so that finish() can patch it."""
+    w.name(_labels(d[0]), base=base)
+    w.name(_labels(d[1]), base=base)
+    w.serial_at = base + len(w.buf)
+    w.buf += struct.pack("!IIIII", *(int(str(v)) for v in d[2:7]))
+
+
+def _txt(w: _Writer, d: tuple[object, ...], base: int) -> None:
+    """TXT (RFC 1035 3.3.14): each string with its length octet."""
+    for s in d:
+        raw = str(s).encode()
+        w.buf.append(len(raw))
+        w.buf += raw
+
+
+RDATA_WRITERS: dict[int, Callable[[_Writer, tuple[object, ...], int], None]] = {
+    A: _address,
+    AAAA: _address,
+    CNAME: _target,
+    PTR: _target,
+    NS: _target,
+    SRV: _srv,
+    SOA: _soa,
+    TXT: _txt,
+}
 
 
 def _labels(v: object) -> Labels:
