@@ -7,7 +7,7 @@ Writes into OUT (default bench/out):
                         10% names that do not exist (NXDOMAIN); shuffled, lower case
   expected.json         counts (services, records, query mix) for the report
 
-The zone file is written from the rules in /work/shared/docs/k8s-dns-spec.md (CoreDNS's
+The zone file is written from the Kubernetes DNS spec 1.1.0 as CoreDNS applies it (its
 kubernetes plugin, TTL 5): ClusterIP A, headless A per ready endpoint, endpoint names
 (hostname, else dashed IP; also under ClusterIP services), SRV per named port (priority 0,
 weight max(1, 100 // N)), bare SRV on the service name, SOA/NS at the apex, dns-version TXT.
