@@ -5,17 +5,30 @@ removed at once, so nothing the store no longer holds is served again. Entries a
 
 In front of it sits the exact-query table: the bytes of a whole query after its ID (flags, counts, question, OPT)
 map to the bytes of the finished reply after its ID. A hit is one slice, one dict lookup and one concatenation,
-with no parsing at all; every exact key belongs to an entry and goes when the entry goes.
+with no parsing at all; every exact key belongs to an entry and goes when the entry goes. Only a query that is
+exactly its parsed records gets a slot: bytes after the last record are ignored by the parser (as BIND and NSD
+do), so padded copies of one question would otherwise each take a slot as large as the padding.
+
+Memory is bounded by bytes, not only by counts (a 64 KB TCP answer and a 60-octet NXDOMAIN are not the same
+cost): the pre-rendered entries by ENTRY_BUDGET, the two exact tables together by EXACT_BUDGET. A byte count is
+the octets of the key and value plus a fixed per-slot overhead for the Python objects and the dict slot.
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 
 from dnsd.proto.answer import ALL, Tag
 from dnsd.proto.render import Rendered
 
 MAX_EXACT_PER_ENTRY = 16  # spellings/flag variants remembered per entry (bounds memory under 0x20 or odd clients)
+ENTRY_BUDGET = 64 * 1024 * 1024  # octets of pre-rendered entries (keys, replies, overhead) before the oldest go
+EXACT_BUDGET = 32 * 1024 * 1024  # octets of the UDP and TCP exact tables together before they are cleared
+# What a slot costs besides its octets (CPython 3.12, 64-bit): two bytes objects (33 octets of header each), the
+# dict's entry and index (~40), and for an entry the Entry object, its list and tag references (~200).
+EXACT_OVERHEAD = 110
+ENTRY_OVERHEAD = 330
 
 
 @dataclass(slots=True)
@@ -28,8 +41,14 @@ class Entry:
 class FastTable:
     """Bounded: when full, the oldest entry goes (dicts keep insertion order)."""
 
-    def __init__(self, max_entries: int = 50_000) -> None:
+    def __init__(
+        self, max_entries: int = 50_000, entry_budget: int = ENTRY_BUDGET, exact_budget: int = EXACT_BUDGET
+    ) -> None:
         self.max_entries = max_entries
+        self.entry_budget = entry_budget
+        self.exact_budget = exact_budget
+        self.entry_bytes = 0  # what the entries cost, as counted against entry_budget
+        self.exact_bytes = 0  # what both exact tables cost, as counted against exact_budget
         self.entries: dict[bytes, Entry] = {}
         self.by_tag: dict[Tag, set[bytes]] = {}
         self.with_serial: set[bytes] = set()  # entries holding an SOA serial (negative answers, SOA queries)
@@ -46,7 +65,8 @@ class FastTable:
     def put(self, key: bytes, rendered: Rendered, tags: frozenset[Tag]) -> Entry:
         if key in self.entries:
             self._remove(key)
-        while len(self.entries) >= self.max_entries:
+        cost = _entry_cost(key, rendered)
+        while self.entries and (len(self.entries) >= self.max_entries or self.entry_bytes + cost > self.entry_budget):
             self._remove(next(iter(self.entries)))
         if len(self._tag_sets) >= self.max_entries:
             self._tag_sets.clear()  # only a cache of shared copies: dropping it loses nothing
@@ -54,6 +74,7 @@ class FastTable:
         tags = self._tag_sets.setdefault(tags, tags)
         entry = Entry(rendered, tags)
         self.entries[key] = entry
+        self.entry_bytes += cost
         for tag in tags:
             self.by_tag.setdefault(tag, set()).add(key)
         if rendered.serial_at >= 0:
@@ -61,23 +82,40 @@ class FastTable:
         return entry
 
     def remember_exact(self, entry: Entry, tcp: bool, query_after_id: bytes, reply_after_id: bytes) -> None:
-        if len(entry.exact) >= MAX_EXACT_PER_ENTRY:
+        """Map this query (after its ID) to this reply (after its ID). query_after_id must be a query that
+        wire.parse_query accepted; one with octets after its last record gets no slot (see the module doc)."""
+        if len(entry.exact) >= MAX_EXACT_PER_ENTRY or parsed_length(query_after_id) != len(query_after_id):
             return
         table = self.exact_tcp if tcp else self.exact_udp
-        if len(table) >= 2 * self.max_entries:
-            table.clear()  # a cheap bound; hot queries come back on their next ask
+        if query_after_id in table:
+            return  # already there (a slot of another entry for the same octets: keep that one)
+        cost = len(query_after_id) + len(reply_after_id) + EXACT_OVERHEAD
+        if len(table) >= 2 * self.max_entries or self.exact_bytes + cost > self.exact_budget:
+            self.clear_exact()  # a cheap bound; hot queries come back on their next ask
         table[query_after_id] = reply_after_id
+        self.exact_bytes += cost
         entry.exact.append((tcp, query_after_id))
+
+    def clear_exact(self) -> None:
+        """Empty both exact tables; every entry may collect MAX_EXACT_PER_ENTRY slots again."""
+        self.exact_udp.clear()
+        self.exact_tcp.clear()
+        self.exact_bytes = 0
+        for entry in self.entries.values():
+            entry.exact.clear()
 
     def _forget_exact(self, entry: Entry) -> None:
         for tcp, k in entry.exact:
-            (self.exact_tcp if tcp else self.exact_udp).pop(k, None)
+            reply = (self.exact_tcp if tcp else self.exact_udp).pop(k, None)
+            if reply is not None:
+                self.exact_bytes -= len(k) + len(reply) + EXACT_OVERHEAD
         entry.exact.clear()
 
     def _remove(self, key: bytes) -> None:
         entry = self.entries.pop(key, None)
         if entry is None:
             return
+        self.entry_bytes -= _entry_cost(key, entry.rendered)
         self._forget_exact(entry)
         self.with_serial.discard(key)
         for tag in entry.tags:
@@ -111,7 +149,41 @@ class FastTable:
     def clear(self) -> None:
         self._tag_sets.clear()
         self.entries.clear()
+        self.entry_bytes = 0
         self.by_tag.clear()
         self.with_serial.clear()
         self.exact_udp.clear()
         self.exact_tcp.clear()
+        self.exact_bytes = 0
+
+
+def _entry_cost(key: bytes, rendered: Rendered) -> int:
+    return len(key) + len(rendered.data) + ENTRY_OVERHEAD
+
+
+def parsed_length(query_after_id: bytes) -> int:
+    """The octets of a query after its ID that the parser reads: the rest of the header, the question, and the
+    authority and additional records the header counts (wire.parse_query); -1 when the walk runs off the end."""
+    n = len(query_after_id)
+    if n < 10:
+        return -1
+    ns, ar = struct.unpack_from("!HH", query_after_id, 6)
+    off = 10  # the header after its ID
+    for record in range(1 + ns + ar):  # the question, then the records
+        while True:  # a name: labels up to the root label or a compression pointer (RFC 1035 4.1.4)
+            if off >= n:
+                return -1
+            length = query_after_id[off]
+            if length >= 0xC0:
+                off += 2
+                break
+            off += length + 1
+            if length == 0:
+                break
+        off += 4  # type and class
+        if record:  # TTL, RDLENGTH and RDATA follow in a record
+            if off + 6 > n:
+                return -1
+            (rdlen,) = struct.unpack_from("!H", query_after_id, off + 4)
+            off += 6 + rdlen
+    return off if off <= n else -1

@@ -16,6 +16,7 @@ from dnsd.cluster.records import ClusterRecords
 from dnsd.config import ClusterConfig
 from dnsd.engine.chain import Chain
 from dnsd.engine.engine import Engine
+from dnsd.engine.fastpath import ENTRY_OVERHEAD, EXACT_BUDGET, EXACT_OVERHEAD, MAX_EXACT_PER_ENTRY, FastTable
 from dnsd.store.model import Endpoint, EndpointPort, EndpointSlice, Namespace, Service, ServicePort
 from dnsd.store.store import Store
 
@@ -163,7 +164,6 @@ def test_table_is_bounded() -> None:
     assert sum(len(v) for v in engine.table.by_tag.values()) <= 50
 
 
-
 def test_random_names_share_one_invalidation_tag() -> None:
     """A flood of absent names must not grow the invalidation index: they share one tag per namespace."""
     engine, _ = _engine()
@@ -182,3 +182,79 @@ def test_absent_answers_go_when_the_name_appears() -> None:
     ptr = _ask(engine, "77.0.244.10.in-addr.arpa.", "PTR")
     assert ptr.answer[0][0].target.to_text() == "10-244-0-77.new.default.svc.cluster.local."
     assert _ask(engine, "new.default.svc.cluster.local.").answer[0][0].address == "10.96.0.77"
+
+
+# ---------------------------------------------------------------- memory bounded by bytes
+
+
+def _exact_cost(table: FastTable) -> int:
+    """What the exact tables hold, counted from their contents (not from the table's own counter)."""
+    return sum(len(k) + len(v) + EXACT_OVERHEAD for t in (table.exact_udp, table.exact_tcp) for k, v in t.items())
+
+
+@pytest.mark.parametrize(
+    ("entry_budget", "exact_budget"),
+    [(20_000, 1_000_000), (1_000_000, 8_000), (6_000, 3_000)],
+    ids=["entries-bound", "exact-bound", "both-bound"],
+)
+def test_tables_stay_within_their_byte_budgets(entry_budget: int, exact_budget: int) -> None:
+    engine, _ = _engine()
+    engine.table.entry_budget = entry_budget
+    engine.table.exact_budget = exact_budget
+    for i in range(400):
+        for tcp in (False, True):
+            q = dns.message.make_query(f"name{i}.default.svc.cluster.local.", "A")
+            assert engine.handle(q.to_wire(), tcp) is not None
+            table = engine.table
+            assert table.entry_bytes <= entry_budget
+            assert table.exact_bytes <= exact_budget
+            assert table.exact_bytes == _exact_cost(table)
+            assert table.entry_bytes == sum(
+                len(k) + len(e.rendered.data) + ENTRY_OVERHEAD for k, e in table.entries.items()
+            )
+    # 800 entries and 800 exact slots were made: each small budget must have dropped some.
+    if entry_budget < 100_000:
+        assert len(engine.table) < 800, "the entry budget should have evicted entries"
+    if exact_budget < 100_000:
+        assert len(engine.table.exact_udp) + len(engine.table.exact_tcp) < 800, "the exact budget should have cleared"
+
+
+PADDINGS = [b"\x00", b"garbage", bytes(300)]
+
+
+@pytest.mark.parametrize("pad", PADDINGS, ids=["1 octet", "7 octets", "300 octets"])
+@pytest.mark.parametrize("edns", [False, True], ids=["plain", "edns"])
+def test_query_with_trailing_octets_gets_no_exact_slot(pad: bytes, edns: bool) -> None:
+    """The parser ignores octets after the last record; the exact table keys on whole queries, so a padded query
+    must neither take a slot nor match one (each distinct padding would otherwise take its own)."""
+    engine, _ = _engine()
+    q = dns.message.make_query("web.default.svc.cluster.local.", "A", use_edns=0 if edns else None)
+    plain = q.to_wire()
+    for data in (plain + pad, plain + pad, plain, plain):
+        reply = engine.handle(data, False)
+        assert reply is not None and reply[:2] == data[:2]
+    assert list(engine.table.exact_udp) == [plain[2:]]
+
+
+def test_entry_gets_exact_slots_again_after_the_exact_tables_are_cleared() -> None:
+    engine, _ = _engine()
+    name = "web.default.svc.cluster.local."
+    # Distinct spellings (RFC 4343: one name): the n-th upper-cases the letters where n has a bit set.
+    spellings = [
+        "".join(c.upper() if (n >> i) & 1 else c for i, c in enumerate(name.replace(".", ""))) for n in range(18)
+    ]
+    spellings = [s[:3] + "." + s[3:10] + "." + s[10:13] + "." + s[13:20] + "." + s[20:] + "." for s in spellings]
+    for s in spellings:
+        engine.handle(dns.message.make_query(s, "A").to_wire(), False)
+    assert len(engine.table.exact_udp) == MAX_EXACT_PER_ENTRY, "the entry holds its maximum of exact slots"
+    # Other names overflow the exact budget: the tables are cleared.
+    engine.table.exact_budget = engine.table.exact_bytes + 1
+    engine.handle(dns.message.make_query("api.default.svc.cluster.local.", "A").to_wire(), False)
+    assert len(engine.table.exact_udp) == 1
+    engine.table.exact_budget = EXACT_BUDGET
+    last = dns.message.make_query(spellings[-1], "A").to_wire()
+    engine.handle(last, False)
+    hits = engine.counters.fast_hits
+    engine.handle(last, False)
+    assert last[2:] in engine.table.exact_udp, "the entry must get exact slots again after the clear"
+    assert engine.counters.fast_hits == hits + 1
