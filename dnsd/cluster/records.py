@@ -6,7 +6,8 @@ Section numbers in comments refer to ../shared/docs/k8s-dns-spec.md (the spec di
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from dnsd.config import ClusterConfig
@@ -34,6 +35,11 @@ from dnsd.store.store import ABSENT_IP, ReadyAddress, Store
 DNS_VERSION_TTL = 28800  # spec 3.1: always 28800 whatever `ttl` says
 MAX_CNAME_CHAIN = 8  # in-zone ExternalName chains longer than this are SERVFAIL (CoreDNS file plugin limit)
 SOA_REFRESH, SOA_RETRY, SOA_EXPIRE = 7200, 1800, 86400  # spec 3.7
+# Records built per answer. A Service may list many ports and its slices hold up to 1000 endpoints each, so one
+# SRV name can select 100 000 (address, port) pairs: building and rendering all of them would cost seconds per
+# query for a reply that is cut at 64 KB anyway (RFC 1035 4.2.2). The caps are what a 64 KB TCP message holds.
+MAX_ADDRESS_RRS = 4000  # A/AAAA answer records: 16 octets each with a compressed owner
+MAX_SRV_RRS = 1024  # SRV answer records: about 60 octets each with an endpoint target, not compressed (RFC 2782)
 
 
 def labels_of(name: str) -> Labels:
@@ -48,6 +54,15 @@ class _Item:
     address: str
     port: int
     priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Items:
+    """The items a name selects, made lazily so that an answer stops at its cap (MAX_SRV_RRS) without building
+    the rest; count is spec 3.3's N, every (address, port) pair before de-duplication."""
+
+    count: int
+    each: Iterator[_Item]
 
 
 class _Loop(Exception):
@@ -173,8 +188,8 @@ class ClusterRecords:
             for target, addrs in ns_names.items():
                 ans.additional += [self._addr_rr(target, a) for a in addrs]
             return ans
-        if qtype == TXT:
-            return self._nx()  # CoreDNS quirk: TXT at the apex is NXDOMAIN (spec 3.7)
+        # Every other type, TXT included, is NODATA: the apex exists (RFC 8020). CoreDNS answers NXDOMAIN for
+        # TXT here (its TXT lookup knows only dns-version.<zone>); dnsd does not copy that (README deviations).
         return self._nodata()
 
     def _ns_names(self, zone: Labels) -> dict[Labels, list[str]]:
@@ -208,13 +223,15 @@ class ClusterRecords:
     def _svc(
         self, name: Labels, rel: Labels, qtype: int, zone: Labels, tags: set[Tag], chain: tuple[Labels, ...]
     ) -> Answer:
-        if not rel:  # svc.<zone>: an empty non-terminal
-            return self._nx() if qtype == TXT else self._nodata()
+        # svc.<zone> and <ns>.svc.<zone> are empty non-terminals: they exist, so every type is NODATA
+        # (RFC 8020), TXT included where CoreDNS answers NXDOMAIN (README deviations).
+        if not rel:
+            return self._nodata()
         ns = rel[-1]
         if not self.exposed(ns):
             return self._nx()
-        if len(rel) == 1:  # <ns>.svc.<zone>
-            return self._nx() if qtype == TXT else self._nodata()
+        if len(rel) == 1:
+            return self._nodata()
         svc_name = rel[-2]
         svc = self.store.services.get((ns, svc_name))
         if svc is None:
@@ -235,7 +252,7 @@ class ClusterRecords:
             return self._nx()
         return self._from_items(name, items, qtype)
 
-    def _service_items(self, svc: Service, below: Labels, zone: Labels) -> list[_Item] | None:
+    def _service_items(self, svc: Service, below: Labels, zone: Labels) -> _Items | None:
         """The (address, port) items a name selects, or None when the name does not exist."""
         base = (svc.name, svc.namespace, "svc", *zone)
         ready = self.store.ready_addresses(svc.namespace, svc.name)
@@ -247,8 +264,9 @@ class ClusterRecords:
             if not chosen:
                 return None  # spec 3.4: no ready endpoint (or no such endpoint) is NXDOMAIN
             if len(below) == 2:
-                return self._by_port(chosen, below, base) or None
-            return [_Item((self.endpoint_name(r), *base), r.address, p.port) for r in chosen for p in r.slice.ports]
+                by_port = self._by_port(chosen, below, base)
+                return _Items(len(by_port), iter(by_port)) if by_port else None
+            return _Items(sum(len(r.slice.ports) for r in chosen), self._endpoint_items(chosen, base))
         if self.cfg.ignore_empty_service and not ready:
             return None  # spec 5.7
         ports = [(p.name, p.protocol, p.port) for p in svc.ports] or [("", "tcp", -1)]
@@ -257,7 +275,14 @@ class ClusterRecords:
             ports = [p for p in ports if p[0] == pname and p[1] == proto and p[2] != -1]
             if not ports:
                 return None
-        return [_Item(base, ip, port) for _, _, port in ports for ip in svc.cluster_ips]
+        items = (_Item(base, ip, port) for _, _, port in ports for ip in svc.cluster_ips)
+        return _Items(len(ports) * len(svc.cluster_ips), items)
+
+    def _endpoint_items(self, chosen: list[ReadyAddress], base: Labels) -> Iterator[_Item]:
+        for r in chosen:
+            target = (self.endpoint_name(r), *base)
+            for p in r.slice.ports:
+                yield _Item(target, r.address, p.port)
 
     def _by_port(self, chosen: list[ReadyAddress], below: Labels, base: Labels) -> list[_Item]:
         """`_<port>._<proto>` below a headless service: any two labels, a leading '_' optional (spec 1)."""
@@ -269,13 +294,15 @@ class ClusterRecords:
             if p.name == pname and p.protocol == proto and p.port != -1
         ]
 
-    def _from_items(self, name: Labels, items: list[_Item], qtype: int) -> Answer:
+    def _from_items(self, name: Labels, items: _Items, qtype: int) -> Answer:
         if qtype in (A, AAAA, ANY):
             want = {A: (False,), AAAA: (True,), ANY: (False, True)}[qtype]
             seen: set[str] = set()
             rrs: list[RR] = []
-            for it in items:
+            for it in items.each:
                 if (":" in it.address) in want and it.address not in seen:
+                    if len(rrs) == MAX_ADDRESS_RRS:
+                        break
                     seen.add(it.address)
                     rrs.append(self._addr_rr(name, it.address))
             return Answer(NOERROR, rrs)
@@ -283,19 +310,22 @@ class ClusterRecords:
             return self._srv(name, items)
         return self._nodata()
 
-    def _srv(self, name: Labels, items: list[_Item]) -> Answer:
+    def _srv(self, name: Labels, items: _Items) -> Answer:
         """spec 3.3: priority 0, weight max(1, floor(100/N)) with N counted before de-duplication,
-        then one record per distinct (target, port) and one glue record per distinct (target, address)."""
-        if not items:
+        then one record per distinct (target, port) and one glue record per distinct (target, address);
+        at most MAX_SRV_RRS records, the glue of the targets they name."""
+        if not items.count:
             return self._nodata()
-        weight = max(1, 100 // len(items))
+        weight = max(1, 100 // items.count)
         ans = Answer(NOERROR)
         seen_srv: set[tuple[Labels, int]] = set()
         seen_glue: set[tuple[Labels, str]] = set()
-        for it in items:
+        for it in items.each:
             if it.port == -1:
                 continue
             if (it.target, it.port) not in seen_srv:
+                if len(ans.answer) == MAX_SRV_RRS:
+                    break
                 seen_srv.add((it.target, it.port))
                 ans.answer.append(RR(name, SRV, self.ttl, (0, weight, it.port, it.target)))
             if (it.target, it.address) not in seen_glue:
@@ -396,6 +426,9 @@ class ClusterRecords:
 
 # ---------------------------------------------------------------- name helpers
 
+_OCTET = re.compile(r"[0-9]{1,3}")  # one in-addr.arpa label (ASCII digits only)
+_DASHED_IP = re.compile(r"[0-9a-f-]+")  # a dashed IP label (spec 2.3), lower-cased like every query label
+
 
 def dashed(address: str) -> str:
     """spec 2.3: 10.11.12.13 -> 10-11-12-13; IPv6 colons to dashes, a trailing '-' gets a '0'."""
@@ -406,7 +439,12 @@ def dashed(address: str) -> str:
 
 
 def undash(label: str) -> str | None:
-    """spec 3.8: exactly 3 dashes and no '--' is IPv4, otherwise IPv6; None if it is not an IP."""
+    """spec 3.8: exactly 3 dashes and no '--' is IPv4, otherwise IPv6; None if it is not an IP.
+
+    Only ASCII hex digits and dashes can make an address: ipaddress would accept an IPv6 zone index
+    (`fe80--1%eth0`), which Go's net.ParseIP, and so CoreDNS, rejects."""
+    if not _DASHED_IP.fullmatch(label):
+        return None
     text = label.replace("-", ".") if label.count("-") == 3 and "--" not in label else label.replace("-", ":")
     try:
         return str(ipaddress.ip_address(text))
@@ -415,10 +453,13 @@ def undash(label: str) -> str | None:
 
 
 def reverse_to_ip(name: Labels) -> str | None:
-    """`d.c.b.a.in-addr.arpa` or 32 nibbles under `ip6.arpa` to canonical IP text; None otherwise."""
+    """`d.c.b.a.in-addr.arpa` or 32 nibbles under `ip6.arpa` to canonical IP text; None otherwise.
+
+    Labels are client bytes decoded as latin-1, so digits are matched as ASCII: str.isdigit() also accepts
+    superscripts such as '\xb2', on which int() raises."""
     if name[-2:] == ("in-addr", "arpa"):
         octets = name[:-2]
-        if len(octets) != 4 or not all(o.isdigit() and len(o) <= 3 and int(o) <= 255 for o in octets):
+        if len(octets) != 4 or not all(_OCTET.fullmatch(o) and int(o) <= 255 for o in octets):
             return None
         if any(len(o) > 1 and o.startswith("0") for o in octets):
             return None

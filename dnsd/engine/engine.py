@@ -17,6 +17,7 @@ from dnsd.engine.fastpath import FastTable
 from dnsd.errors import FormatError
 from dnsd.proto.answer import AXFR, BADVERS, IXFR, NOTIMP, REFUSED, SERVFAIL, Answer, Tag
 from dnsd.proto.render import finish, render, simple_reply
+from dnsd.proto.tsig import badkey_reply
 from dnsd.proto.wire import (
     EDNS_PAYLOAD,
     Query,
@@ -143,6 +144,9 @@ class Engine:
             log.debug("FORMERR: %s", exc)
             return header_only(data, Verdict.FORMERR)
         ctx.query = q
+        if q.tsig is not None:
+            ctx.link = "tsig"
+            return badkey_reply(q)  # RFC 8945 5.2.1: no TSIG key is configured, so every key is unknown
         if q.edns is not None and q.edns.version > 0:
             ctx.link = "edns"
             return simple_reply(q, BADVERS)  # RFC 6891 6.1.3

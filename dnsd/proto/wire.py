@@ -22,6 +22,8 @@ EDNS_PAYLOAD = 1232  # what we advertise (DNS Flag Day 2020; NSD, Knot and Unbou
 _HEADER = struct.Struct("!HHHHHH")
 _RR_FIXED = struct.Struct("!HHIH")
 
+TSIG = 250  # the TSIG RR type (RFC 8945 4.2)
+
 # EDNS option codes validated strictly (BIND answers FORMERR for these when malformed).
 OPT_ECS, OPT_COOKIE = 8, 10
 
@@ -41,8 +43,9 @@ def check_header(data: bytes) -> Verdict:
         return Verdict.NOTIMP
     _, _, qd, an, ns, ar = _HEADER.unpack_from(data)
     # One authority record is allowed for IXFR, which carries the client's SOA there (RFC 1995 3);
-    # parse_query rejects it for every other type.
-    if qd != 1 or an != 0 or ns > 1 or ar > 1 or len(data) > MAX_QUERY_SIZE:
+    # parse_query rejects it for every other type. Two additional records are an OPT and a TSIG (RFC 8945
+    # 5.1: TSIG last); parse_query rejects any other pair.
+    if qd != 1 or an != 0 or ns > 1 or ar > 2 or len(data) > MAX_QUERY_SIZE:
         return Verdict.FORMERR
     return Verdict.OK
 
@@ -56,6 +59,17 @@ class Edns:
 
 
 @dataclass(frozen=True, slots=True)
+class Tsig:
+    """A TSIG record of a query (RFC 8945 4.2), the fields an unsigned error reply copies (RFC 8945 5.3.2)."""
+
+    key_name: bytes  # the owner name, uncompressed wire form
+    algorithm: bytes  # uncompressed wire form
+    time_signed: bytes  # 48-bit seconds since the epoch, as sent
+    fudge: int
+    original_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class Query:
     data: bytes  # the whole message as received
     id: int
@@ -65,6 +79,7 @@ class Query:
     qtype: int
     qclass: int
     edns: Edns | None
+    tsig: Tsig | None = None
 
     @property
     def key_question(self) -> bytes:
@@ -120,36 +135,63 @@ def parse_query(data: bytes) -> Query:
         if qtype != IXFR:
             raise FormatError("an authority record in a query that is not IXFR")
         off = _skip_rr(data, off)
-    edns = None
-    if ar == 1:
-        edns, off = _read_additional(data, off)
+    edns: Edns | None = None
+    tsig: Tsig | None = None
+    for i in range(ar):
+        owner_at = off
+        if off >= len(data):
+            raise FormatError("additional record is missing")
+        off = off + 1 if data[off] == 0 else _skip_name(data, off)[1]
+        if off + 10 > len(data):
+            raise FormatError("additional record is truncated")
+        rtype, rclass, ttl, rdlen = _RR_FIXED.unpack_from(data, off)
+        off += 10
+        if off + rdlen > len(data):
+            raise FormatError("additional record data runs past the end")
+        if rtype == OPT:
+            if edns is not None:
+                raise FormatError("two OPT records")  # RFC 6891 6.1.1
+            if data[owner_at] != 0:
+                raise FormatError("OPT owner is not the root")
+            edns = _read_opt(data[off : off + rdlen], rclass, ttl)
+        elif rtype == TSIG:
+            if i != ar - 1:
+                raise FormatError("TSIG is not the last record")  # RFC 8945 5.1: FORMERR
+            tsig = _read_tsig(data, owner_at, off, off + rdlen)
+        elif ar > 1:
+            raise FormatError("two additional records that are not OPT and TSIG")
+        # Any other single record (RFC 1035 allows it) is skipped.
+        off += rdlen
+    if ar == 2 and (edns is None or tsig is None):
+        raise FormatError("two additional records that are not OPT and TSIG")
     # Bytes after the last record are ignored, as BIND and NSD do (robustness.md section 1).
-    return Query(data, qid, flags, qname, split_labels(qname), qtype, qclass, edns)
+    return Query(data, qid, flags, qname, split_labels(qname), qtype, qclass, edns, tsig)
 
 
-def _read_additional(data: bytes, off: int) -> tuple[Edns | None, int]:
-    """The one additional record: OPT (RFC 6891 6.1) is read and checked; other types are skipped."""
-    if off >= len(data):
-        raise FormatError("additional record is missing")
-    owner_is_root = data[off] == 0
-    if owner_is_root:
-        off += 1
-    else:
-        _, off = _skip_name(data, off)
-    if off + 10 > len(data):
-        raise FormatError("additional record is truncated")
-    rtype, rclass, ttl, rdlen = _RR_FIXED.unpack_from(data, off)
-    off += 10
-    if off + rdlen > len(data):
-        raise FormatError("additional record data runs past the end")
-    if rtype != OPT:
-        return None, off + rdlen
-    if not owner_is_root:
-        raise FormatError("OPT owner is not the root")
-    _check_options(data[off : off + rdlen])
+def _read_opt(rdata: bytes, rclass: int, ttl: int) -> Edns:
+    """The OPT record (RFC 6891 6.1): options checked, payload, version and DO read."""
+    _check_options(rdata)
     version = (ttl >> 16) & 0xFF
     do = bool(ttl & 0x8000)
-    return Edns(max(512, rclass), version, do, rdlen > 0), off + rdlen
+    return Edns(max(512, rclass), version, do, len(rdata) > 0)
+
+
+def _read_tsig(data: bytes, owner_at: int, off: int, end: int) -> Tsig:
+    """A TSIG record's owner and RDATA (RFC 8945 4.2), which must fill RDLENGTH exactly. The MAC is not
+    checked: no key is configured, so every key is unknown (RFC 8945 5.2.1)."""
+    key_name, _ = _expand_name(data, owner_at)
+    algorithm, off = _expand_name(data, off, end)
+    if off + 10 > end:
+        raise FormatError("TSIG RDATA is truncated")
+    time_signed = data[off : off + 6]
+    fudge, mac_size = struct.unpack_from("!HH", data, off + 6)
+    off += 10 + mac_size
+    if off + 6 > end:
+        raise FormatError("TSIG MAC runs past its RDATA")
+    original_id, _error, other_len = struct.unpack_from("!HHH", data, off)
+    if off + 6 + other_len != end:
+        raise FormatError("TSIG RDATA length does not match its fields")
+    return Tsig(key_name, algorithm, time_signed, fudge, original_id)
 
 
 def _skip_rr(data: bytes, off: int) -> int:
@@ -165,21 +207,28 @@ def _skip_rr(data: bytes, off: int) -> int:
 
 
 def _skip_name(data: bytes, off: int) -> tuple[None, int]:
-    """Validate a possibly compressed name (RFC 1035 4.1.4): pointers only point backwards, at most 255
-    octets in all; return the offset after the name where it appears."""
-    end = -1
-    total = 0
+    """Validate a possibly compressed name; return the offset after the name where it appears."""
+    return None, _expand_name(data, off)[1]
+
+
+def _expand_name(data: bytes, off: int, end: int | None = None) -> tuple[bytes, int]:
+    """Read a possibly compressed name (RFC 1035 4.1.4): pointers only point backwards, at most 255 octets in
+    all. Return its uncompressed wire form and the offset after the name where it appears, which must not
+    pass `end` (the end of the record data holding it)."""
+    stop = len(data) if end is None else end
+    out = bytearray()
+    after = -1
     limit = off  # a pointer must point before the place it was found
     while True:
-        if off >= len(data):
+        if off >= (stop if after < 0 else len(data)):
             raise FormatError("name runs past the end")
         length = data[off]
         if length >= 0xC0:
-            if off + 2 > len(data):
+            if off + 2 > (stop if after < 0 else len(data)):
                 raise FormatError("truncated pointer")
             target = ((length & 0x3F) << 8) | data[off + 1]
-            if end < 0:
-                end = off + 2
+            if after < 0:
+                after = off + 2
             if target >= limit:
                 raise FormatError("compression pointer does not point backwards")
             limit = target
@@ -187,11 +236,13 @@ def _skip_name(data: bytes, off: int) -> tuple[None, int]:
             continue
         if length > 63:
             raise FormatError("bad label type")
-        total += length + 1
-        if total > 255:
+        if len(out) + length + 1 > 255:
             raise FormatError("name longer than 255 octets")
+        out += data[off : off + length + 1]
         if length == 0:
-            return None, (end if end >= 0 else off + 1)
+            return bytes(out), (after if after >= 0 else off + 1)
+        if after < 0 and off + length + 1 > stop:
+            raise FormatError("name runs past the end")
         off += length + 1
 
 

@@ -7,11 +7,12 @@ packet is followed by a valid query that must still be answered.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import socket
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,10 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 import dns.rrset
+import dns.tsig
+import dns.tsigkeyring
 import pytest
+import yaml
 from support import (
     DnsdHandle,
     base_config,
@@ -35,16 +39,21 @@ from support.rawdns import (
     AD,
     ANY,
     AXFR,
+    BADKEY,
     CD,
     CH,
+    CLASS_ANY,
     FORMERR,
+    HMAC_SHA256,
     HS,
     IN,
     IXFR,
     NOERROR,
+    NOTAUTH,
     NOTIMP,
     NXDOMAIN,
     OPT,
+    PTR,
     QR,
     RA,
     RD,
@@ -52,6 +61,8 @@ from support.rawdns import (
     SOA,
     SRV,
     TC,
+    TSIG,
+    TXT,
     WEB,
     A,
     Z,
@@ -59,13 +70,17 @@ from support.rawdns import (
     head,
     header,
     lines,
+    opt_rr,
     query_bytes,
     question,
     rcode_name,
     tcp_exchange,
+    tsig_rr,
     udp_exchange,
     wire_name,
 )
+
+from dnsd.cluster.records import MAX_ADDRESS_RRS, MAX_SRV_RRS
 
 MANIFESTS = Path(__file__).resolve().parent.parent / "data" / "protocol"
 
@@ -613,12 +628,17 @@ def test_question_case_preserved(server: DnsdHandle, case: CaseCase, tcp: bool) 
 # ---------------------------------------------------------------- P11: negative answers
 
 
+REVERSE4_SOA = "in-addr.arpa. 5 IN SOA ns.dns.in-addr.arpa. hostmaster.in-addr.arpa. 0 7200 1800 86400 5"
+REVERSE6_SOA = "ip6.arpa. 5 IN SOA ns.dns.ip6.arpa. hostmaster.ip6.arpa. 0 7200 1800 86400 5"
+
+
 @dataclass(frozen=True)
 class Negative:
     name: str
     qname: str
     qtype: int
     rcode: int
+    soa: str = ZONE_SOA
 
 
 NEGATIVE_CASES = [
@@ -630,6 +650,16 @@ NEGATIVE_CASES = [
     Negative("missing namespace", "nons.svc.cluster.local.", A, NXDOMAIN),
     Negative("service in a missing namespace", "web.nons.svc.cluster.local.", A, NXDOMAIN),
     Negative("neither svc nor pod", "foo.cluster.local.", A, NXDOMAIN),
+    # RFC 8020: a name that exists is never NXDOMAIN, whatever the type. CoreDNS answers NXDOMAIN for TXT at
+    # the apex and on svc.<zone> / <ns>.svc.<zone> (its TXT lookup knows only dns-version.<zone>); dnsd NODATA.
+    Negative("apex TXT (RFC 8020)", "cluster.local.", TXT, NOERROR),
+    Negative("empty non-terminal svc, TXT", "svc.cluster.local.", TXT, NOERROR),
+    Negative("empty non-terminal <ns>.svc, TXT", "default.svc.cluster.local.", TXT, NOERROR),
+    Negative("empty non-terminal pod, TXT", "pod.cluster.local.", TXT, NOERROR),
+    Negative("reverse apex in-addr.arpa, TXT", "in-addr.arpa.", TXT, NOERROR, REVERSE4_SOA),
+    Negative("reverse apex in-addr.arpa, A", "in-addr.arpa.", A, NOERROR, REVERSE4_SOA),
+    Negative("reverse apex ip6.arpa, TXT", "ip6.arpa.", TXT, NOERROR, REVERSE6_SOA),
+    Negative("reverse apex ip6.arpa, AAAA", "ip6.arpa.", AAAA, NOERROR, REVERSE6_SOA),
 ]
 
 
@@ -643,7 +673,7 @@ def test_negative_answers_carry_the_soa(server: DnsdHandle, case: Negative) -> N
     assert msg.rcode() == case.rcode, f"rcode {dns.rcode.to_text(msg.rcode())}, want {rcode_name(case.rcode)}"
     assert msg.flags & dns.flags.AA
     assert_records(msg.answer, "", "answer")
-    assert_records(msg.authority, ZONE_SOA, "authority")
+    assert_records(msg.authority, case.soa, "authority")
     soa = msg.authority[0]
     assert min(soa.ttl, soa[0].minimum) == 5
 
@@ -730,3 +760,281 @@ def test_64k_query_with_4300_additional_rrs_gets_fast_formerr(server: DnsdHandle
     assert h.qid == 0xE0E0 and h.rcode == FORMERR, f"rcode {rcode_name(h.rcode)}, want FORMERR"
     assert elapsed < 1.0, f"FORMERR took {elapsed:.3f} s: the header check must come before the parse"
     assert_server_answers(server.addr, "after the 64 KB query")
+
+
+# ---------------------------------------------------------------- TSIG (RFC 8945) with no key configured
+
+TSIG_QNAME = "cluster.local."
+TSIG_QUESTION = question(TSIG_QNAME, SOA)
+TSIG_QID = 0x5151
+
+
+@dataclass(frozen=True)
+class TsigCase:
+    name: str
+    packet: bytes
+    key: str  # the key name the reply must carry, uncompressed
+    edns: bool  # the query had an OPT record: so must the reply
+    tcp: bool = False
+
+
+TSIG_CASES = [
+    TsigCase("TSIG alone (ARCOUNT 1)", header(TSIG_QID, ar=1) + TSIG_QUESTION + tsig_rr(), "key.", False),
+    TsigCase("OPT then TSIG (ARCOUNT 2)", header(TSIG_QID, ar=2) + TSIG_QUESTION + opt_rr() + tsig_rr(), "key.", True),
+    TsigCase(
+        "OPT with DO then TSIG over TCP",
+        header(TSIG_QID, ar=2) + TSIG_QUESTION + opt_rr(flags=0x8000) + tsig_rr(),
+        "key.",
+        True,
+        tcp=True,
+    ),
+    TsigCase(
+        "key name compressed: a pointer to the question name",
+        header(TSIG_QID, ar=1) + TSIG_QUESTION + tsig_rr(b"\xc0\x0c"),
+        TSIG_QNAME,
+        False,
+    ),
+    TsigCase(
+        "genreport dnswkk: key '.', hmac-sha256, original ID as sent",
+        header(TSIG_QID, ar=1) + TSIG_QUESTION + tsig_rr(b"\x00", original_id=TSIG_QID),
+        ".",
+        False,
+    ),
+    TsigCase(
+        "AXFR over TCP: TSIG is checked first",
+        header(TSIG_QID, ar=1) + question(TSIG_QNAME, AXFR) + tsig_rr(),
+        "key.",
+        False,
+        tcp=True,
+    ),
+]
+
+
+@pytest.mark.parametrize("case", TSIG_CASES, ids=lambda c: c.name)
+def test_tsig_with_an_unknown_key_gets_notauth_badkey(server: DnsdHandle, case: TsigCase) -> None:
+    """RFC 8945 5.2.1 / 5.3.2: no key is configured, so every key is unknown: NOTAUTH with an unsigned TSIG
+    record (key name and algorithm copied, time signed and fudge copied, MAC size 0, the original ID copied,
+    error BADKEY, no other data), last in the additional section; the OPT record iff the query had one."""
+    reply = (tcp_exchange if case.tcp else udp_exchange)(server.addr, case.packet)
+    assert reply is not None, f"{case.name}: no reply"
+    h = head(reply)
+    assert h.qid == TSIG_QID
+    assert h.rcode == NOTAUTH, f"rcode {rcode_name(h.rcode)}, want NOTAUTH"
+    assert not h.flags & AA, "nothing was answered: AA must be clear"
+    assert h.flags & RD, "RD is copied"
+    assert (h.qd, h.an, h.ns, h.ar) == (1, 0, 0, 2 if case.edns else 1)
+    qlen = len(case.packet) - len(header()) - len(tsig_rr()) - (len(opt_rr()) if case.edns else 0)
+    assert reply[12 : 12 + qlen] == case.packet[12 : 12 + qlen], "the question is echoed as sent"
+    # dnspython reads the records; a keyring that knows no key makes it keep the TSIG without checking a MAC.
+    msg = dns.message.from_wire(reply, keyring=lambda _msg, _name: False)
+    assert (msg.edns >= 0) == case.edns
+    assert msg.tsig is not None, "no TSIG record in the reply"
+    assert msg.tsig.name.to_text() == case.key
+    assert (msg.tsig.rdclass, msg.tsig.rdtype, msg.tsig.ttl) == (CLASS_ANY, TSIG, 0)
+    sent = tsig_rr()
+    rd = msg.tsig[0]
+    assert rd.algorithm.to_text() == HMAC_SHA256
+    assert (rd.time_signed, rd.fudge, rd.mac, rd.error, rd.other) == (1_700_000_000, 300, b"", BADKEY, b"")
+    want_id = TSIG_QID if "dnswkk" in case.name else struct.unpack("!H", sent[-6:-4])[0]
+    assert rd.original_id == want_id, "the original ID is copied from the request's TSIG"
+    assert_server_answers(server.addr, case.name)
+
+
+def test_tsig_signed_by_dnspython_is_refused_as_bad_key(server: DnsdHandle) -> None:
+    """A query signed by an independent implementation: dnspython recognises the reply as BADKEY."""
+    keyring = dns.tsigkeyring.from_text({"client-key.": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="})
+    for edns in (None, 0):
+        q = dns.message.make_query(TSIG_QNAME, "SOA", use_edns=edns)
+        q.use_tsig(keyring, keyname="client-key.", algorithm=dns.tsig.HMAC_SHA256)
+        reply = udp_exchange(server.addr, q.to_wire())
+        assert reply is not None
+        with pytest.raises(dns.tsig.PeerBadKey):
+            dns.message.from_wire(reply, keyring=keyring, request_mac=q.mac)
+
+
+TSIG_FORMERR_CASES = [
+    Bad("TSIG before OPT (TSIG not last)", header(ar=2) + question() + tsig_rr() + OPT_RR),
+    Bad("two TSIG records", header(ar=2) + question() + tsig_rr() + tsig_rr()),
+    Bad("TSIG and an A RR", header(ar=2) + question() + A_RR + tsig_rr()),
+    Bad("TSIG RDLENGTH one octet short", header(ar=1) + question() + tsig_rr(rdlen=len(tsig_rr()) - 12)),
+    Bad("TSIG other data longer than its RDATA", header(ar=1) + question() + tsig_rr(other=b"x")[:-1]),
+    Bad("TSIG with a looping owner", header(ar=1) + question() + tsig_rr(b"\xc0\x2f")),
+]
+
+
+@pytest.mark.parametrize("case", TSIG_FORMERR_CASES, ids=lambda c: c.name)
+def test_misplaced_or_malformed_tsig_gets_formerr(server: DnsdHandle, case: Bad) -> None:
+    """RFC 8945 5.1: a TSIG that is not the last additional record, or a second one, is FORMERR; so is a
+    TSIG whose fields do not fill its RDATA exactly."""
+    expect_formerr(server.addr, case)
+
+
+# ---------------------------------------------------------------- hostile names: never a traceback
+
+
+def raw_name(*labels: bytes) -> bytes:
+    return b"".join(bytes([len(label)]) + label for label in labels) + b"\x00"
+
+
+def arpa6(ip_nibbles: list[bytes]) -> list[bytes]:
+    return [*ip_nibbles, b"ip6", b"arpa"]
+
+
+NIBBLES_OK = [b"0"] * 31 + [b"1"]  # ::1 reversed-ish: 32 single-hex-digit labels
+SVC = [b"svc", b"cluster", b"local"]
+POD = [b"pod", b"cluster", b"local"]
+
+
+@dataclass(frozen=True)
+class Hostile:
+    name: str
+    qname: bytes  # wire form
+    qtype: int
+    rcode: int
+
+
+HOSTILE_CASES = [
+    # Superscript digits: str.isdigit() accepts them after latin-1 decoding, int() does not.
+    Hostile(
+        "superscript 2 (0xB2) in an in-addr.arpa label",
+        raw_name(b"5", b"1", b"\xb2", b"10", b"in-addr", b"arpa"),
+        PTR,
+        NXDOMAIN,
+    ),
+    Hostile(
+        "superscript 1 (0xB9) as a whole octet",
+        raw_name(b"\xb9", b"0", b"96", b"10", b"in-addr", b"arpa"),
+        PTR,
+        NXDOMAIN,
+    ),
+    Hostile(
+        "superscript 3 (0xB3) after ASCII digits",
+        raw_name(b"2\xb3", b"0", b"96", b"10", b"in-addr", b"arpa"),
+        PTR,
+        NXDOMAIN,
+    ),
+    Hostile(
+        "superscript in in-addr.arpa, type A", raw_name(b"20", b"0", b"\xb2", b"10", b"in-addr", b"arpa"), A, NXDOMAIN
+    ),
+    Hostile("a dot inside an in-addr.arpa label", raw_name(b"20", b"0.96", b"10", b"in-addr", b"arpa"), PTR, NXDOMAIN),
+    Hostile(
+        "NUL octet in an in-addr.arpa label",
+        raw_name(b"2\x000", b"0", b"96", b"10", b"in-addr", b"arpa"),
+        PTR,
+        NXDOMAIN,
+    ),
+    Hostile("0xB2 as an ip6.arpa nibble", raw_name(*arpa6([b"\xb2", *NIBBLES_OK[1:]])), PTR, NXDOMAIN),
+    Hostile("0xC4 (upper-case A-umlaut) nibble", raw_name(*arpa6([b"\xc4", *NIBBLES_OK[1:]])), PTR, NXDOMAIN),
+    Hostile("two-octet ip6.arpa nibble", raw_name(*arpa6([b"00", *NIBBLES_OK[1:]])), PTR, NXDOMAIN),
+    Hostile("superscript in a pod name", raw_name(b"10-0-0-\xb2", b"default", *POD), A, NXDOMAIN),
+    Hostile("IPv6 zone index in a pod name", raw_name(b"fe80--1%eth0", b"default", *POD), AAAA, NXDOMAIN),
+    Hostile("dots and dashes in a pod label", raw_name(b"10.0-0-1", b"default", *POD), A, NXDOMAIN),
+    Hostile("0xFF octets in a pod label", raw_name(b"\xff" * 63, b"default", *POD), A, NXDOMAIN),
+    Hostile("latin-1 letter in a service name", raw_name(b"w\xe9b", b"default", *SVC), A, NXDOMAIN),
+    Hostile("latin-1 capital in a namespace", raw_name(b"web", b"D\xc9FAULT", *SVC), A, NXDOMAIN),
+    Hostile("a dot inside the namespace label", raw_name(b"web.default", *SVC), A, NXDOMAIN),
+    Hostile("NUL in an SRV port label", raw_name(b"_ht\x00tp", b"_tcp", b"web", b"default", *SVC), SRV, NXDOMAIN),
+    Hostile("superscript in a headless endpoint", raw_name(b"10-1-0-\xb2", b"big", b"default", *SVC), A, NXDOMAIN),
+    Hostile(
+        "0xB2 port label on a headless service", raw_name(b"_\xb2", b"_tcp", b"big", b"default", *SVC), SRV, NXDOMAIN
+    ),
+    Hostile("dns-version with a 0xFF octet", raw_name(b"dns-version\xff", b"cluster", b"local"), TXT, NXDOMAIN),
+    Hostile("ANY on a hostile service name", raw_name(b"\x00\x01\x02", b"default", *SVC), ANY, NXDOMAIN),
+    Hostile("the zone written as one label", raw_name(b"web", b"default", b"svc", b"cluster.local"), A, REFUSED),
+]
+
+
+@pytest.fixture(scope="module")
+def pods_server() -> Iterator[DnsdHandle]:
+    """The protocol data with pod records on (pods: insecure), so that pod names are parsed."""
+    handle = run_dnsd(base_config(MANIFESTS, pods="insecure"))
+    yield handle
+    handle.stop()
+
+
+@pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
+@pytest.mark.parametrize("case", HOSTILE_CASES, ids=lambda c: c.name)
+def test_hostile_names_get_a_plain_answer_and_no_traceback(
+    pods_server: DnsdHandle, case: Hostile, tcp: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Client octets that are not ASCII, dots inside labels, NULs: the right rcode, and never the internal-error
+    path (a SERVFAIL and a traceback logged at ERROR for every such query)."""
+    caplog.set_level(logging.WARNING)
+    errors_before = pods_server.app.engine.counters.servfail_internal
+    packet = header(0x4242, RD) + case.qname + struct.pack("!HH", case.qtype, IN)
+    reply = (tcp_exchange if tcp else udp_exchange)(pods_server.addr, packet)
+    assert reply is not None, f"{case.name}: no reply"
+    h = head(reply)
+    assert h.rcode == case.rcode, f"{case.name}: rcode {rcode_name(h.rcode)}, want {rcode_name(case.rcode)}"
+    assert reply[12 : 12 + len(case.qname)] == case.qname, "the question is echoed as sent"
+    assert pods_server.app.engine.counters.servfail_internal == errors_before, "the internal-error path ran"
+    logged = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not logged, f"{case.name}: logged at ERROR: {logged[0].getMessage()}"
+
+
+# ---------------------------------------------------------------- records per answer are capped
+
+
+def huge_headless(directory: Path, endpoints: int, ports: int, per_slice: int = 1000) -> None:
+    """A headless Service `huge` in `default` with `endpoints` ready IPv4 endpoints (slices of at most 1000, the
+    API's limit) each listing `ports` ports: the worst case one SRV name can select."""
+    port_list = [{"name": f"p{i}", "port": 1000 + i, "protocol": "TCP"} for i in range(ports)]
+    docs: list[dict[str, object]] = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}},
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "huge", "namespace": "default"},
+            "spec": {"clusterIP": "None", "clusterIPs": ["None"], "ports": port_list},
+        },
+    ]
+    for first in range(0, endpoints, per_slice):
+        addresses = [f"10.{100 + j // 65536}.{(j // 256) % 256}.{j % 256}" for j in range(first, first + per_slice)]
+        docs.append(
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": f"huge-{first}",
+                    "namespace": "default",
+                    "labels": {"kubernetes.io/service-name": "huge"},
+                },
+                "addressType": "IPv4",
+                "ports": port_list,
+                "endpoints": [
+                    {"addresses": [a], "conditions": {"ready": True}} for a in addresses[: endpoints - first]
+                ],
+            }
+        )
+    (directory / "huge.yaml").write_text(yaml.safe_dump_all(docs))
+
+
+HUGE = "huge.default.svc.cluster.local."
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "ports", "qtype", "cap"),
+    [
+        pytest.param(1000, 100, SRV, MAX_SRV_RRS, id="SRV, 1000 endpoints x 100 ports"),
+        pytest.param(4100, 1, A, MAX_ADDRESS_RRS, id="A, 4100 endpoints"),
+    ],
+)
+def test_records_per_answer_are_capped(
+    dnsd_factory: Callable[..., DnsdHandle], tmp_path: Path, endpoints: int, ports: int, qtype: int, cap: int
+) -> None:
+    """One name of a headless service selects up to endpoints x ports records (100 000 SRV for 1000 x 100): the
+    answer holds at most the cap (what a 64 KB TCP message holds), so building and rendering it stays bounded;
+    the cap fits over TCP without truncation."""
+    huge_headless(tmp_path, endpoints, ports)
+    handle = dnsd_factory(tmp_path)
+    start = time.monotonic()
+    reply = tcp_exchange(handle.addr, header(0x6161, RD) + question(HUGE, qtype), timeout=30)
+    elapsed = time.monotonic() - start
+    assert reply is not None
+    h = head(reply)
+    assert h.rcode == NOERROR
+    assert h.an == cap, f"ANCOUNT {h.an}, want the cap {cap}"
+    assert not h.flags & TC, "the capped answer fits in one TCP message"
+    msg = dns.message.from_wire(reply)
+    assert sum(len(rrset) for rrset in msg.answer) == cap
+    print(f"{dns.rdatatype.to_text(qtype)} for {endpoints} endpoints x {ports} ports: first reply in {elapsed:.3f} s")

@@ -27,7 +27,7 @@ QR, AA, TC, RD, RA, Z, AD, CD = 0x8000, 0x0400, 0x0200, 0x0100, 0x0080, 0x0040, 
 DO = 0x8000  # the EDNS DO flag (RFC 3225), in the OPT TTL
 # classes, types, rcodes and EDNS option codes, by number
 IN, CH, HS = 1, 3, 4
-A, NS, SOA, AAAA, SRV, OPT, IXFR, AXFR, ANY = 1, 2, 6, 28, 33, 41, 251, 252, 255
+A, NS, SOA, PTR, TXT, AAAA, SRV, OPT, IXFR, AXFR, ANY = 1, 2, 6, 12, 16, 28, 33, 41, 251, 252, 255
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED, BADVERS = 0, 1, 2, 3, 4, 5, 16
 NSID, ECS, EXPIRE, COOKIE = 3, 8, 9, 10
 
@@ -101,6 +101,36 @@ def opt_rr(
     ttl = (ext_rcode << 24) | (version << 16) | flags
     n = len(options) if rdlen is None else rdlen
     return owner + struct.pack("!HHIH", OPT, payload, ttl, n) + options
+
+
+TSIG, CLASS_ANY, NOTAUTH, BADKEY = 250, 255, 9, 17  # RFC 8945 4.2 and 5.2.1
+HMAC_SHA256 = "hmac-sha256."
+
+
+def tsig_rr(
+    key: bytes = b"\x03key\x00",
+    algorithm: str = HMAC_SHA256,
+    *,
+    time_signed: int = 1_700_000_000,
+    fudge: int = 300,
+    mac: bytes = bytes(32),
+    original_id: int = 0x1234,
+    error: int = 0,
+    other: bytes = b"",
+    rdlen: int | None = None,
+) -> bytes:
+    """A TSIG record (RFC 8945 4.2) with a MAC no key made (dnsd has no keys, so it never checks one). `key` is
+    the owner in wire form (a compression pointer can be given); `rdlen` overrides RDLENGTH to build bad ones."""
+    rdata = (
+        wire_name(algorithm)
+        + struct.pack("!HIH", time_signed >> 32, time_signed & 0xFFFFFFFF, fudge)
+        + struct.pack("!H", len(mac))
+        + mac
+        + struct.pack("!HHH", original_id, error, len(other))
+        + other
+    )
+    n = len(rdata) if rdlen is None else rdlen
+    return key + struct.pack("!HHIH", TSIG, CLASS_ANY, 0, n) + rdata
 
 
 # ---------------------------------------------------------------- reading a reply header
