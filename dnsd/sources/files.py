@@ -139,7 +139,12 @@ class FileSource:
                 log.error("%s (%s)", result.error, kept)
             else:
                 self.bad.pop(path, None)
-                self.files[path] = (sigs[path], result.objects)
+                # Per object: invalid objects are reported and keep their last good version (Parsed.resolve).
+                objects, reports = result.resolve(self.files[path][1] if path in self.files else ())
+                self.files[path] = (sigs[path], objects)
+                for report in reports:
+                    self.reload_errors += 1
+                    log.error("%s", report)
         merged: dict[ObjectKey, tuple[KubeObject, Path]] = {}
         for path in sorted(self.files):
             for obj, _line in self.files[path][1]:

@@ -1,4 +1,20 @@
-"""Slim frozen objects holding only what DNS needs from Kubernetes, and converters from manifest dicts."""
+"""Slim frozen objects holding only what DNS needs from Kubernetes, and converters from manifest dicts.
+
+Which objects are ours: core `v1` Namespace, Service, Endpoints and Pod, and `discovery.k8s.io/v1` EndpointSlice.
+An object whose `apiVersion` is missing is taken as that kind (hand-written manifests often omit it); any other
+group or version (`serving.knative.dev/v1` Service, `discovery.k8s.io/v1beta1` EndpointSlice, CRDs, every other
+kind) is not ours and is skipped, as CoreDNS, which watches only these groups, never sees it. An EndpointSlice
+without the `kubernetes.io/service-name` label (multi-cluster and hand-managed slices) belongs to no Service and is
+skipped too (CoreDNS indexes slices by that label).
+
+An object of ours with invalid content raises ManifestError (that object's error, never the file's). Every name
+that goes on the wire is checked here, when the object is read: namespace and service names (RFC 1123 labels),
+ExternalName targets (RFC 1035 2.3.4 lengths, RFC 1123 host name characters), endpoint hostnames (RFC 1123
+labels; an invalid one is dropped with a warning and the endpoint keeps its dashed-IP name).
+
+Limits: the MAX_* constants below. Where the Kubernetes API validates a maximum, the API's own value is used (an
+API server never holds more); elsewhere a sane cap. An object over a limit is that object's error.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +29,38 @@ from dnsd.errors import ManifestError
 # RFC 1123 label (namespace and service names) and DNS-1123 subdomain (pod, slice names).
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+# One label of a host name, any length (the length is checked on its own, for a better message).
+_HOST_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 KINDS = ("Namespace", "Service", "EndpointSlice", "Endpoints", "Pod")
+# The apiVersion each kind of ours must have (or none at all).
+API_VERSIONS = {
+    "Namespace": "v1",
+    "Service": "v1",
+    "Endpoints": "v1",
+    "Pod": "v1",
+    "EndpointSlice": "discovery.k8s.io/v1",
+}
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+# ---------------------------------------------------------------- limits
+# Kubernetes API validation (pkg/apis/discovery/validation): maxEndpoints, maxPorts, maxAddresses per slice.
+MAX_SLICE_ENDPOINTS = 1000
+MAX_SLICE_PORTS = 100
+MAX_ENDPOINT_ADDRESSES = 100
+# A Service holds at most two cluster IPs, one per family (API validation of spec.clusterIPs, dual-stack).
+MAX_CLUSTER_IPS = 2
+# The API does not cap a Service's ports; 1024 is far above any real service and bounds the SRV work per name.
+MAX_SERVICE_PORTS = 1024
+# v1 Endpoints have no API caps either; the endpoints controller truncates at 1000 addresses
+# (endpoints.kubernetes.io/over-capacity). These caps leave room for hand-managed objects and bound the work.
+MAX_V1_SUBSETS = 1000
+MAX_V1_ADDRESSES = 10000  # ready and not-ready addresses over all subsets
+MAX_V1_PORTS = 1024  # per subset, as MAX_SERVICE_PORTS
+# RFC 1035 2.3.4: a label is at most 63 octets, a name at most 255 octets on the wire, i.e. 253 characters of
+# text without the trailing dot.
+MAX_LABEL = 63
+MAX_NAME_TEXT = 253
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +91,8 @@ class Service:
 class Endpoint:
     addresses: tuple[str, ...]  # as written in the slice (CoreDNS uses the text verbatim for names)
     ready: bool  # conditions.ready, with null counted as ready
-    hostname: str
-    pod_name: str  # targetRef.name when targetRef.kind is Pod (or unset), else ""
+    hostname: str  # a valid RFC 1123 label, lower case, or ""
+    pod_name: str  # targetRef.name when targetRef.kind is Pod (or unset) and it is a valid label, else ""
     node_name: str
 
 
@@ -59,15 +105,20 @@ class EndpointPort:
 
 @dataclass(frozen=True, slots=True)
 class EndpointSlice:
-    """A discovery.k8s.io/v1 EndpointSlice, or a v1 Endpoints subset set converted to the same shape."""
+    """A discovery.k8s.io/v1 EndpointSlice, or a v1 Endpoints object converted to the same shape.
+
+    A v1 Endpoints object carries its ports per subset, so its conversion holds one slice per subset in
+    `subsets` (each with that subset's endpoints and ports: the store serves those); its own `endpoints` are the
+    union of them and its `ports` those of the first subset."""
 
     namespace: str
     name: str
     service: str
-    address_type: str  # IPv4, IPv6, FQDN
+    address_type: str  # IPv4, IPv6, FQDN ("mixed" for v1 Endpoints)
     endpoints: tuple[Endpoint, ...]
     ports: tuple[EndpointPort, ...]
     from_endpoints: bool = False  # converted from a v1 Endpoints object
+    subsets: tuple[EndpointSlice, ...] = ()  # v1 Endpoints only: one slice per subset
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +131,17 @@ class Pod:
 
 
 KubeObject = Namespace | Service | EndpointSlice | Pod
+ObjectKey = tuple[str, str, str]  # (kind, namespace or "" for cluster-scoped objects, name)
 
 
-def object_key(obj: KubeObject) -> tuple[str, str, str]:
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A well-formed object dnsd does not use, with the reason (logged at debug level)."""
+
+    reason: str
+
+
+def object_key(obj: KubeObject) -> ObjectKey:
     """(kind, namespace, name): the identity two files can both define."""
     if isinstance(obj, Namespace):
         return ("Namespace", "", obj.name)
@@ -91,7 +150,41 @@ def object_key(obj: KubeObject) -> tuple[str, str, str]:
     return (type(obj).__name__, obj.namespace, obj.name)
 
 
+def describe(key: ObjectKey) -> str:
+    """How messages name an object: "Service shop/api", "Namespace shop" (cluster-scoped: no namespace)."""
+    kind, ns, name = key
+    return f"{kind} {ns}/{name}" if ns else f"{kind} {name}"
+
+
+def our_kind(doc: Mapping[str, Any]) -> str | None:
+    """The kind when the object is one of ours (kind and API group checked), else None."""
+    kind = doc.get("kind")
+    if not isinstance(kind, str) or kind not in API_VERSIONS:
+        return None
+    api = doc.get("apiVersion")
+    return kind if api is None or api == API_VERSIONS[kind] else None
+
+
+def identity(doc: Mapping[str, Any]) -> ObjectKey | None:
+    """The key of an object of ours whose name can be read, even when the rest of it is invalid; else None."""
+    kind = our_kind(doc)
+    meta = doc.get("metadata")
+    if kind is None or not isinstance(meta, Mapping):
+        return None
+    name = meta.get("name")
+    if not isinstance(name, str) or not name:
+        return None
+    if kind == "Namespace":
+        return (kind, "", name)
+    ns = meta.get("namespace")
+    if ns is None:
+        ns = "default"
+    return (kind, ns, name) if isinstance(ns, str) else None
+
+
 # ---------------------------------------------------------------- converters
+
+Notes = list[str]  # warnings about an object that is still used (an endpoint hostname dropped, ...)
 
 
 def _map(value: Any, what: str) -> Mapping[str, Any]:
@@ -102,11 +195,13 @@ def _map(value: Any, what: str) -> Mapping[str, Any]:
     return value
 
 
-def _list(value: Any, what: str) -> list[Any]:
+def _list(value: Any, what: str, limit: int | None = None) -> list[Any]:
     if value is None:
         return []
     if not isinstance(value, list):
         raise ManifestError(f"{what} must be a list")
+    if limit is not None and len(value) > limit:
+        raise ManifestError(f"{what} has {len(value)} entries; at most {limit} are accepted")
     return value
 
 
@@ -151,7 +246,30 @@ def _protocol(value: Any, what: str) -> str:
     return proto.lower()
 
 
-def namespace_from(doc: Mapping[str, Any]) -> Namespace:
+def dns_name(value: Any, what: str) -> str:
+    """An absolute host name as served in a CNAME: lower case, without its one optional trailing dot.
+
+    RFC 1035 2.3.4: labels of 1 to 63 octets, at most 255 octets on the wire (253 characters of text);
+    RFC 1123 2.1 host name characters (letters, digits, inner hyphens), which is what Kubernetes validates
+    (spec.externalName is a DNS-1123 subdomain). An IP-like name passes (CoreDNS ignores it at answer time)."""
+    if not isinstance(value, str) or not value.strip("."):
+        raise ManifestError(f"{what} is missing")
+    name = value.lower().removesuffix(".")
+    if len(name) > MAX_NAME_TEXT:
+        raise ManifestError(f"{what} is {len(name)} characters long; a DNS name holds at most {MAX_NAME_TEXT}")
+    for label in name.split("."):
+        if not label:
+            raise ManifestError(f"{what} {value!r} has an empty label")
+        if len(label) > MAX_LABEL:
+            raise ManifestError(f"{what} {value!r} has a label of {len(label)} characters; at most {MAX_LABEL}")
+        if not _HOST_LABEL.match(label):
+            raise ManifestError(
+                f"{what} {value!r}: label {label!r} holds characters other than letters, digits and inner hyphens"
+            )
+    return name
+
+
+def namespace_from(doc: Mapping[str, Any], notes: Notes) -> Namespace:
     meta = _map(doc.get("metadata"), "metadata")
     return Namespace(_name(meta, _LABEL, "Namespace"))
 
@@ -161,10 +279,10 @@ def _identity(doc: Mapping[str, Any], kind: str, pattern: re.Pattern[str]) -> tu
     meta = _map(doc.get("metadata"), "metadata")
     name = _name(meta, pattern, kind)
     ns = _namespace(meta, f"{kind} {name}")
-    return meta, ns, name, f"{kind} {ns}/{name}"
+    return meta, ns, name, describe((kind, ns, name))
 
 
-def service_from(doc: Mapping[str, Any]) -> Service:
+def service_from(doc: Mapping[str, Any], notes: Notes) -> Service:
     _, ns, name, what = _identity(doc, "Service", _LABEL)
     spec = _map(doc.get("spec"), f"{what}: spec")
     stype = spec.get("type") or "ClusterIP"
@@ -174,12 +292,9 @@ def service_from(doc: Mapping[str, Any]) -> Service:
     headless = False
     ips: list[str] = []
     if stype == "ExternalName":
-        ext = spec.get("externalName")
-        if not isinstance(ext, str) or not ext.strip("."):
-            raise ManifestError(f"{what}: spec.externalName is missing")
-        external = ext.lower().rstrip(".")
+        external = dns_name(spec.get("externalName"), f"{what}: spec.externalName")
     else:
-        raw_ips = _list(spec.get("clusterIPs"), f"{what}: spec.clusterIPs")
+        raw_ips = _list(spec.get("clusterIPs"), f"{what}: spec.clusterIPs", MAX_CLUSTER_IPS)
         if not raw_ips and spec.get("clusterIP") not in (None, ""):
             raw_ips = [spec.get("clusterIP")]
         # No IP at all is an apply-style manifest, before the API server allocates one: the service exists
@@ -190,7 +305,7 @@ def service_from(doc: Mapping[str, Any]) -> Service:
             for i, ip in enumerate(raw_ips):
                 ips.append(str(ipaddress.ip_address(_ip(ip, f"{what}: spec.clusterIPs[{i}]"))))
     ports: list[ServicePort] = []
-    for i, p in enumerate(_list(spec.get("ports"), f"{what}: spec.ports")):
+    for i, p in enumerate(_list(spec.get("ports"), f"{what}: spec.ports", MAX_SERVICE_PORTS)):
         pm = _map(p, f"{what}: spec.ports[{i}]")
         pname = pm.get("name") or ""
         if not isinstance(pname, str):
@@ -206,47 +321,71 @@ def service_from(doc: Mapping[str, Any]) -> Service:
     return Service(ns, name, stype, tuple(ips), headless, tuple(ports), external, publish)
 
 
-def _endpoint(e: Any, what: str, family: str) -> Endpoint:
+def _hostname(value: Any, what: str, notes: Notes) -> str:
+    """An endpoint hostname becomes a label of its DNS name (spec 2.3): a valid RFC 1123 label or nothing.
+
+    The API validates it as a DNS-1123 label, so an invalid one comes from a hand-written file; it is dropped
+    with a warning and the endpoint keeps its dashed-IP name, never a label with an escaped dot in it."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, str) and _LABEL.match(value.lower()):
+        return value.lower()
+    shown = value if isinstance(value, str) and len(value) <= 100 else f"{str(value)[:100]}..."
+    notes.append(f"{what}: hostname {shown!r} is not a DNS label (RFC 1123, 1-63 characters); ignored")
+    return ""
+
+
+def _pod_name(ref: Mapping[str, Any]) -> str:
+    """targetRef.name of a Pod; only a valid label can name the endpoint (endpoint_pod_names), so others are ""."""
+    name = ref.get("name")
+    if ref.get("kind") not in (None, "Pod") or not isinstance(name, str):
+        return ""
+    # Pod names are DNS-1123 subdomains and may hold dots: such a name cannot be one label (CoreDNS would turn
+    # it into several); the endpoint is then named after its address, as for a pod name of 64+ characters.
+    return name if _LABEL.match(name.lower()) else ""
+
+
+def _endpoint(e: Any, what: str, family: str, notes: Notes) -> Endpoint:
     em = _map(e, what)
-    addrs = tuple(_ip(a, f"{what}.addresses") for a in _list(em.get("addresses"), f"{what}.addresses"))
+    raw = _list(em.get("addresses"), f"{what}.addresses", MAX_ENDPOINT_ADDRESSES)
+    addrs = tuple(_ip(a, f"{what}.addresses") for a in raw)
     if family in ("IPv4", "IPv6"):
         for a in addrs:
             if ipaddress.ip_address(a).version != (4 if family == "IPv4" else 6):
                 raise ManifestError(f"{what}: address {a!r} is not {family}")
     cond = _map(em.get("conditions"), f"{what}.conditions")
     ready = cond.get("ready")
-    hostname = em.get("hostname") or ""
-    if not isinstance(hostname, str) or (hostname and not _LABEL.match(hostname.lower())):
-        raise ManifestError(f"{what}: hostname {hostname!r} is not a DNS label")
-    ref = _map(em.get("targetRef"), f"{what}.targetRef")
-    pod = ""
-    if ref.get("kind") in (None, "Pod") and isinstance(ref.get("name"), str):
-        pod = ref["name"]
+    hostname = _hostname(em.get("hostname"), what, notes)
+    pod = _pod_name(_map(em.get("targetRef"), f"{what}.targetRef"))
     node = em.get("nodeName") or ""
     # ready: null means "unknown", which consumers treat as ready (discovery.k8s.io/v1 API doc).
-    return Endpoint(addrs, ready is not False, hostname.lower(), pod, str(node))
+    return Endpoint(addrs, ready is not False, hostname, pod, str(node))
 
 
-def endpointslice_from(doc: Mapping[str, Any]) -> EndpointSlice:
+def endpointslice_from(doc: Mapping[str, Any], notes: Notes) -> EndpointSlice | Skipped:
     meta, ns, name, what = _identity(doc, "EndpointSlice", _SUBDOMAIN)
     labels = _map(meta.get("labels"), f"{what}: metadata.labels")
-    service = labels.get("kubernetes.io/service-name")
-    if not isinstance(service, str) or not service:
-        raise ManifestError(f"{what}: label kubernetes.io/service-name is missing")
+    service = labels.get(SERVICE_NAME_LABEL)
+    if service is None or service == "":
+        # Multi-cluster (MCS), mirrored-elsewhere or hand-managed slices: no Service of ours owns them.
+        return Skipped(f"{what} has no {SERVICE_NAME_LABEL} label")
+    if not isinstance(service, str) or not _LABEL.match(service):
+        raise ManifestError(f"{what}: label {SERVICE_NAME_LABEL} {service!r} is not a valid service name")
     family = doc.get("addressType")
     if family not in ("IPv4", "IPv6", "FQDN"):
         raise ManifestError(f"{what}: addressType {family!r} is not IPv4, IPv6 or FQDN")
     eps: list[Endpoint] = []
+    raw_eps = _list(doc.get("endpoints"), f"{what}: endpoints", MAX_SLICE_ENDPOINTS)
     if family != "FQDN":  # FQDN slices carry no addresses DNS can serve
-        for i, e in enumerate(_list(doc.get("endpoints"), f"{what}: endpoints")):
-            eps.append(_endpoint(e, f"{what}: endpoints[{i}]", family))
-    ports = _ports(doc.get("ports"), what)
+        for i, e in enumerate(raw_eps):
+            eps.append(_endpoint(e, f"{what}: endpoints[{i}]", family, notes))
+    ports = _ports(doc.get("ports"), what, MAX_SLICE_PORTS)
     return EndpointSlice(ns, name, service, family, tuple(eps), ports)
 
 
-def _ports(value: Any, what: str) -> tuple[EndpointPort, ...]:
+def _ports(value: Any, what: str, limit: int) -> tuple[EndpointPort, ...]:
     ports: list[EndpointPort] = []
-    for i, p in enumerate(_list(value, f"{what}: ports")):
+    for i, p in enumerate(_list(value, f"{what}: ports", limit)):
         pm = _map(p, f"{what}: ports[{i}]")
         pname = pm.get("name") or ""
         if not isinstance(pname, str):
@@ -263,34 +402,43 @@ def _ports(value: Any, what: str) -> tuple[EndpointPort, ...]:
     return tuple(ports) or (EndpointPort("", -1, "tcp"),)
 
 
-def endpoints_from(doc: Mapping[str, Any]) -> EndpointSlice:
-    """A v1 Endpoints object as one slice: `addresses` ready, `notReadyAddresses` not ready."""
+def endpoints_from(doc: Mapping[str, Any], notes: Notes) -> EndpointSlice:
+    """A v1 Endpoints object: one slice per subset, each with its own ports (an address is served with the
+    ports of the subset it is listed in); `addresses` are ready, `notReadyAddresses` not."""
     _, ns, name, what = _identity(doc, "Endpoints", _LABEL)
-    eps: list[Endpoint] = []
-    ports: tuple[EndpointPort, ...] = ()
-    for si, subset in enumerate(_list(doc.get("subsets"), f"{what}: subsets")):
-        sm = _map(subset, f"{what}: subsets[{si}]")
+    parts: list[EndpointSlice] = []
+    total = 0
+    for si, subset in enumerate(_list(doc.get("subsets"), f"{what}: subsets", MAX_V1_SUBSETS)):
+        where = f"{what}: subsets[{si}]"
+        sm = _map(subset, where)
+        eps: list[Endpoint] = []
         for key, ready in (("addresses", True), ("notReadyAddresses", False)):
-            for ai, a in enumerate(_list(sm.get(key), f"{what}: subsets[{si}].{key}")):
-                am = _map(a, f"{what}: subsets[{si}].{key}[{ai}]")
-                ip = _ip(am.get("ip"), f"{what}: subsets[{si}].{key}[{ai}].ip")
-                hostname = am.get("hostname") or ""
-                ref = _map(am.get("targetRef"), "targetRef")
-                pod = ref["name"] if ref.get("kind") in (None, "Pod") and isinstance(ref.get("name"), str) else ""
-                eps.append(Endpoint((ip,), ready, str(hostname).lower(), pod, str(am.get("nodeName") or "")))
-        if ports == ():
-            ports = _ports(sm.get("ports"), f"{what}: subsets[{si}]")
-    return EndpointSlice(ns, name, name, "mixed", tuple(eps), ports or (EndpointPort("", -1, "tcp"),), True)
+            entries = _list(sm.get(key), f"{where}.{key}")
+            total += len(entries)
+            if total > MAX_V1_ADDRESSES:
+                raise ManifestError(f"{what}: more than {MAX_V1_ADDRESSES} addresses")
+            for ai, a in enumerate(entries):
+                at = f"{where}.{key}[{ai}]"
+                am = _map(a, at)
+                ip = _ip(am.get("ip"), f"{at}.ip")
+                hostname = _hostname(am.get("hostname"), at, notes)
+                pod = _pod_name(_map(am.get("targetRef"), f"{at}.targetRef"))
+                eps.append(Endpoint((ip,), ready, hostname, pod, str(am.get("nodeName") or "")))
+        ports = _ports(sm.get("ports"), where, MAX_V1_PORTS)
+        parts.append(EndpointSlice(ns, name, name, "mixed", tuple(eps), ports, True))
+    everyone = tuple(ep for part in parts for ep in part.endpoints)
+    first = parts[0].ports if parts else (EndpointPort("", -1, "tcp"),)
+    return EndpointSlice(ns, name, name, "mixed", everyone, first, True, tuple(parts))
 
 
-def pod_from(doc: Mapping[str, Any]) -> Pod:
+def pod_from(doc: Mapping[str, Any], notes: Notes) -> Pod:
     meta, ns, name, what = _identity(doc, "Pod", _SUBDOMAIN)
     status = _map(doc.get("status"), f"{what}: status")
     ips: list[str] = []
     primary = status.get("podIP")
     if primary:
         ips.append(_ip(primary, f"{what}: status.podIP"))
-    for i, entry in enumerate(_list(status.get("podIPs"), f"{what}: status.podIPs")):
+    for i, entry in enumerate(_list(status.get("podIPs"), f"{what}: status.podIPs", MAX_CLUSTER_IPS)):
         ip = _ip(_map(entry, f"{what}: status.podIPs[{i}]").get("ip"), f"{what}: status.podIPs[{i}].ip")
         if ip not in ips:
             ips.append(ip)
@@ -298,7 +446,7 @@ def pod_from(doc: Mapping[str, Any]) -> Pod:
     return Pod(ns, name, tuple(ips), str(phase), meta.get("deletionTimestamp") is not None)
 
 
-CONVERTERS: dict[str, Callable[[Mapping[str, Any]], KubeObject]] = {
+CONVERTERS: dict[str, Callable[[Mapping[str, Any], Notes], KubeObject | Skipped]] = {
     "Namespace": namespace_from,
     "Service": service_from,
     "EndpointSlice": endpointslice_from,
@@ -307,15 +455,16 @@ CONVERTERS: dict[str, Callable[[Mapping[str, Any]], KubeObject]] = {
 }
 
 
+def convert(doc: Mapping[str, Any], notes: Notes | None = None) -> KubeObject | Skipped:
+    """Convert one manifest object: the object, or Skipped for what DNS does not use; ManifestError when an
+    object of ours is invalid. Warnings about an object that is still used are appended to notes."""
+    kind = our_kind(doc)
+    if kind is None:
+        return Skipped(f"kind {doc.get('kind')!r} apiVersion {doc.get('apiVersion')!r} is not used by DNS")
+    return CONVERTERS[kind](doc, [] if notes is None else notes)
+
+
 def object_from(doc: Mapping[str, Any]) -> KubeObject | None:
-    """Convert one manifest object; None for kinds DNS does not use; ManifestError when invalid."""
-    kind = doc.get("kind")
-    conv = CONVERTERS.get(kind) if isinstance(kind, str) else None
-    if conv is None:
-        return None
-    if kind == "EndpointSlice":
-        api = doc.get("apiVersion")
-        if api not in (None, "discovery.k8s.io/v1"):
-            raise ManifestError(f"EndpointSlice apiVersion {api!r} is not discovery.k8s.io/v1")
-    obj: KubeObject = conv(doc)
-    return obj
+    """Convert one manifest object; None for objects DNS does not use; ManifestError when invalid."""
+    obj = convert(doc)
+    return None if isinstance(obj, Skipped) else obj

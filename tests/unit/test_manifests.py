@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from dnsd.errors import ManifestError
 from dnsd.sources.files import manifest_files
@@ -144,6 +143,8 @@ OBJ_CASES = [
         EndpointSlice("default", "hl-abc", "hl", "IPv6", (Endpoint(("2001:db8:0:0::7",), True, "", "", ""),),
                       HTTP_PORT),
     ),
+    ObjCase("slice-without-service-label-ignored", eps_slice([{"addresses": ["10.244.0.1"]}], HTTP, service=None),
+            None),
     ObjCase("configmap-ignored", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}, None),
     ObjCase("deployment-ignored", {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}}, None),
 ]  # fmt: skip
@@ -210,8 +211,6 @@ BAD_OBJ_CASES = [
     BadObj("namespace-bad-name", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "Shop!"}}, r"Shop!"),
     BadObj("slice-bad-address", eps_slice([{"addresses": ["10.244.0.300"]}], HTTP), r"10\.244\.0\.300"),
     BadObj("slice-ipv6-in-ipv4-slice", eps_slice([{"addresses": ["fd00::1"]}], HTTP), r"fd00::1"),
-    BadObj("slice-no-service-label", eps_slice([{"addresses": ["10.244.0.1"]}], HTTP, service=None),
-           r"kubernetes\.io/service-name"),
     BadObj("slice-address-type", eps_slice([{"addresses": ["10.244.0.1"]}], HTTP, family="IPv5"), r"IPv5"),
     BadObj("slice-bad-port", eps_slice([{"addresses": ["10.244.0.1"]}], [{"name": "x", "port": 99999}]), r"99999"),
     BadObj("slice-endpoints-not-list", {**eps_slice([], HTTP), "endpoints": {"addresses": ["10.244.0.1"]}},
@@ -316,11 +315,6 @@ BAD_FILES = [
     BadFile("json-missing-comma", "a.json",
             '{\n  "apiVersion": "v1",\n  "kind": "Service"\n  "metadata": {"name": "web"}\n}\n', 4,
             r"json|delimiter|expected"),
-    BadFile("invalid-object-second-document", "a.yaml",
-            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\n"
-            "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {clusterIP: not-an-ip}\n", 5, r"not-an-ip"),
-    BadFile("scalar-document", "a.yaml", "just a string\n", 1, r"mapping"),
-    BadFile("items-not-a-list", "a.yaml", "apiVersion: v1\nkind: List\nitems: {a: b}\n", 1, r"items"),
 ]  # fmt: skip
 
 
@@ -334,14 +328,38 @@ def test_parse_file_reports_path_line_reason(tmp_path: Path, case: BadFile) -> N
     assert re.search(case.reason, parsed.error[len(str(p)) :], re.I), parsed.error
 
 
-def test_one_bad_object_makes_the_whole_file_bad(tmp_path: Path) -> None:
-    """The last good content of a file keeps serving, so a file is taken whole or not at all."""
+@dataclass(frozen=True)
+class BadObjectInFile:
+    id: str
+    text: str
+    good: list[Key]  # the file's valid objects, still read
+    line: int  # the line the invalid object's report names
+    key: tuple[str, str, str] | None  # its identity, when readable
+    reason: str  # regex
+
+
+BAD_OBJECTS_IN_FILES = [
+    BadObjectInFile("invalid-object-second-document",
+                    "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\n"
+                    "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {clusterIP: not-an-ip}\n",
+                    [("Namespace", "", "shop", 1)], 5, ("Service", "default", "web"), r"not-an-ip"),
+    BadObjectInFile("scalar-document", "just a string\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n",
+                    [("Namespace", "", "a", 3)], 1, None, r"mapping"),
+    BadObjectInFile("items-not-a-list", "apiVersion: v1\nkind: List\nitems: {a: b}\n", [], 1, None, r"items"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", BAD_OBJECTS_IN_FILES, ids=[c.id for c in BAD_OBJECTS_IN_FILES])
+def test_bad_object_is_its_own_error(tmp_path: Path, case: BadObjectInFile) -> None:
+    """Per object, not per file: the invalid object is reported with path, line and reason; the rest is read."""
     p = tmp_path / "a.yaml"
-    p.write_text(yaml.safe_dump_all([
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "good"}, "spec": {"clusterIP": "10.96.0.1"}},
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "bad"}, "spec": {"clusterIP": "10.96.0.x"}},
-    ]))  # fmt: skip
-    assert parse_file(p).objects is None
+    p.write_text(case.text)
+    parsed = parse_file(p)
+    assert parsed.objects is not None, parsed.error
+    assert keys(p) == case.good
+    assert [(e.key, e.line) for e in parsed.errors] == [(case.key, case.line)]
+    message = parsed.errors[0].message
+    assert message.startswith(f"{p}:{case.line}:") and re.search(case.reason, message), message
 
 
 # ---------------------------------------------------------------- one directory
