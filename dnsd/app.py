@@ -42,15 +42,27 @@ def server_ips(cfg: Config) -> list[str]:
     return ips
 
 
+def check_buildable(cfg: Config) -> None:
+    """What `run` refuses before it listens, and `dnsd check-config` reports: a source backend that is not
+    built yet, or a files source whose path exists but is not a directory. A missing directory is fine: it
+    is watched until it appears."""
+    source = cfg.cluster.source
+    if not isinstance(source, FilesSource):
+        raise DnsdError(
+            f"cluster.source: the {type(source).__name__.removesuffix('Source').lower()} backend "
+            "is not built yet; use cluster.source.files"
+        )
+    if source.path.exists() and not source.path.is_dir():
+        what = "is a file, not a directory" if source.path.is_file() else "is not a directory"
+        raise DnsdError(f"cluster.source.files: {str(source.path)!r} {what} (of Kubernetes manifests)")
+
+
 def make_source(cfg: Config, store: Store) -> Source:
     """The one source the config names (cluster.source), behind the Source protocol."""
+    check_buildable(cfg)
     source = cfg.cluster.source
-    if isinstance(source, FilesSource):
-        return FileSource(source.path, store)
-    raise DnsdError(
-        f"cluster.source: the {type(source).__name__.removesuffix('Source').lower()} backend "
-        "is not built yet; use cluster.source.files"
-    )
+    assert isinstance(source, FilesSource)  # check_buildable refused the others
+    return FileSource(source.path, store)
 
 
 class App:

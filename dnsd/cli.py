@@ -1,12 +1,19 @@
-"""The command line: `dnsd [--config FILE] [flags]`, `dnsd check-config FILE`, `dnsd --version`."""
+"""The command line: `dnsd [--config FILE] [flags]`, `dnsd check-config FILE`, `dnsd --version`; and signals.
+
+Signals while running: SIGTERM and SIGINT stop dnsd (exit 0). SIGHUP, which logrotate and operators send to
+reload, rescans the sources now (live config reload arrives with a later issue). SIGUSR1 and SIGUSR2 are
+logged and ignored: their default action would kill the process.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from dnsd import __version__
@@ -51,17 +58,85 @@ def load(args: argparse.Namespace) -> Config:
     )
 
 
+CHECK_USAGE = "usage: dnsd check-config FILE  (validate FILE as `dnsd --config FILE` would, then exit)"
+
+
 def check_config(argv: list[str]) -> int:
+    """Everything `dnsd --config FILE` would refuse before listening: the file, its keys and values, and a
+    source that cannot be built (see dnsd.app.check_buildable). Whether the addresses can be bound is not
+    checked."""
+    if argv in (["-h"], ["--help"]):
+        print(CHECK_USAGE)
+        return 0
     if len(argv) != 1:
-        print("usage: dnsd check-config FILE", file=sys.stderr)
+        print(CHECK_USAGE, file=sys.stderr)
         return 2
+    from dnsd.app import check_buildable
+
     try:
-        load_config(argv[0])
+        cfg = load_config(argv[0])
     except DnsdError as exc:
         print(f"dnsd: {exc}", file=sys.stderr)
         return 1
+    try:
+        check_buildable(cfg)
+    except DnsdError as exc:
+        print(f"dnsd: {argv[0]}: {exc}", file=sys.stderr)
+        return 1
     print(f"{argv[0]}: ok")
     return 0
+
+
+class Resyncer:
+    """SIGHUP: run resync() as one owned task at a time. A SIGHUP during a run coalesces with any others into
+    one more run after it, so a change made after the running scan read its file is still picked up."""
+
+    def __init__(self, resync: Callable[[], Awaitable[None]]) -> None:
+        self._resync = resync
+        self._task: asyncio.Task[None] | None = None
+        self._again = False
+        self.ready = False  # set once the sources have started: their first listing is a full scan anyway
+        self.runs = 0
+
+    def request(self) -> None:
+        if not self.ready:
+            log.info("SIGHUP during startup: ignored, the first listing is being read now")
+            return
+        if self._task is not None and not self._task.done():
+            self._again = True
+            log.info("SIGHUP: coalesced with the rescan under way")
+            return
+        self._task = asyncio.create_task(self._run(), name="dnsd-sighup-rescan")
+
+    async def _run(self) -> None:
+        while True:
+            self._again = False
+            self.runs += 1
+            log.info("SIGHUP: rescanning the sources")
+            try:
+                await self._resync()
+            except Exception:
+                log.exception("SIGHUP: rescan failed; the last good objects keep serving")
+            else:
+                log.info("SIGHUP: rescanned the sources")
+            if not self._again:
+                return
+
+    async def wait_idle(self) -> None:
+        """Return once no rescan is running or due."""
+        while self._task is not None and not self._task.done():
+            await asyncio.wait({self._task})
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def _ignored(sig: signal.Signals) -> None:
+    log.info("%s received: ignored (dnsd defines no action for it; SIGHUP rescans, SIGTERM stops)", sig.name)
 
 
 async def serve(cfg: Config) -> int:
@@ -70,19 +145,32 @@ async def serve(cfg: Config) -> int:
     app = App(cfg)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    resyncer = Resyncer(app.resync)
+    handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await app.start()
-    for host, port in app.dns_addresses:
-        shown = f"[{host}]" if ":" in host else host
-        print(
-            f"dnsd listening on udp+tcp {shown}:{port}; try: "
-            f"dig @{host} -p {port} web.default.svc.{cfg.cluster.domain}",
-            flush=True,
-        )
-    await stop.wait()
-    log.info("stopping")
-    await app.stop()
+    # Installed before start so that none of them can kill the process while it loads (their default action).
+    loop.add_signal_handler(signal.SIGHUP, resyncer.request)
+    for sig in (signal.SIGUSR1, signal.SIGUSR2):
+        loop.add_signal_handler(sig, _ignored, sig)
+    try:
+        await app.start()
+        resyncer.ready = True
+        for host, port in app.dns_addresses:
+            shown = f"[{host}]" if ":" in host else host
+            print(
+                f"dnsd listening on udp+tcp {shown}:{port}; try: "
+                f"dig @{host} -p {port} web.default.svc.{cfg.cluster.domain}",
+                flush=True,
+            )
+        await stop.wait()
+        log.info("stopping")
+        await resyncer.close()
+        await app.stop()
+    finally:
+        await resyncer.close()
+        for sig in handled:
+            loop.remove_signal_handler(sig)
     return 0
 
 

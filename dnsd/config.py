@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -124,8 +125,15 @@ class Config:
 # ---------------------------------------------------------------- validation helpers
 
 
+_SHOWN = 80  # characters of a bad value or key quoted in an error: errors stay one short line
+
+
+def _short_text(text: str) -> str:
+    return text if len(text) <= _SHOWN else text[:_SHOWN] + "..."
+
+
 def _fail(path: str, what: str, value: Any) -> ConfigError:
-    return ConfigError(f"{path}: {what}: {value!r}")
+    return ConfigError(f"{path}: {what}: {_short_text(repr(value))}")
 
 
 def _section(data: Any, path: str, keys: set[str]) -> Mapping[str, Any]:
@@ -135,7 +143,7 @@ def _section(data: Any, path: str, keys: set[str]) -> Mapping[str, Any]:
         raise _fail(path, "must be a mapping", data)
     for key in data:
         if not isinstance(key, str) or key not in keys:
-            sub = f"{path}.{key}" if path else str(key)
+            sub = _short_text(f"{path}.{key}" if path else str(key))
             raise _fail(sub, "unknown key (allowed: " + ", ".join(sorted(keys)) + ")", key)
     return data
 
@@ -166,11 +174,15 @@ def _int(lo: int, hi: int) -> Callable[[Any, str], int]:
 
 
 def _float(lo: float, hi: float) -> Callable[[Any, str], float]:
+    """A finite number of seconds in [lo, hi]; YAML's .nan and .inf are refused by name."""
+
     def conv(value: Any, path: str) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _fail(path, "must be a number", value)
-        if not lo < value <= hi:
-            raise _fail(path, f"must be above {lo} and at most {hi}", value)
+        if not math.isfinite(value):
+            raise _fail(path, "must be a finite number", value)
+        if not lo <= value <= hi:
+            raise _fail(path, f"must be between {lo:g} and {hi:g}", value)
         return float(value)
 
     return conv
@@ -335,6 +347,15 @@ def _cluster(value: Any, path: str) -> ClusterConfig:
     )
 
 
+# Timeout bounds in seconds. Below 50 ms a timeout is shorter than many round trips and every query would time
+# out; the upper bounds keep a typo (600 for 0.6) from parking queries or connections for hours. RFC 1536
+# section 1 and RFC 8767 section 5 put useful forwarding timeouts in the 1-10 s range; RFC 7766 section 6.2.3
+# asks for TCP idle timeouts of "at least a few seconds" (the lower bound here stays low for tests).
+FORWARD_TIMEOUT = (0.05, 60.0)
+TCP_IDLE_TIMEOUT = (0.05, 3600.0)
+TCP_MESSAGE_TIMEOUT = (0.05, 600.0)
+
+
 def _forward(value: Any, path: str) -> ForwardConfig:
     data = _section(value, path, {"upstreams", "policy", "timeout", "domains"})
     d = ForwardConfig()
@@ -349,7 +370,7 @@ def _forward(value: Any, path: str) -> ForwardConfig:
     return ForwardConfig(
         upstreams=_get(data, "upstreams", path, _list(_upstream), d.upstreams),
         policy=_get(data, "policy", path, _choice("sequential", "random", "round_robin"), d.policy),
-        timeout=_get(data, "timeout", path, _float(0.0, 60.0), d.timeout),
+        timeout=_get(data, "timeout", path, _float(*FORWARD_TIMEOUT), d.timeout),
         domains=tuple(domains),
     )
 
@@ -379,8 +400,8 @@ def _tcp(value: Any, path: str) -> TcpConfig:
     data = _section(value, path, {"idle_timeout", "message_timeout", "max_connections", "max_pipeline"})
     d = TcpConfig()
     return TcpConfig(
-        idle_timeout=_get(data, "idle_timeout", path, _float(0.0, 3600.0), d.idle_timeout),
-        message_timeout=_get(data, "message_timeout", path, _float(0.0, 600.0), d.message_timeout),
+        idle_timeout=_get(data, "idle_timeout", path, _float(*TCP_IDLE_TIMEOUT), d.idle_timeout),
+        message_timeout=_get(data, "message_timeout", path, _float(*TCP_MESSAGE_TIMEOUT), d.message_timeout),
         max_connections=_get(data, "max_connections", path, _int(1, 100_000), d.max_connections),
         max_pipeline=_get(data, "max_pipeline", path, _int(1, 10_000), d.max_pipeline),
     )
@@ -415,6 +436,9 @@ TOP_KEYS = {
 
 def parse_config(data: Any) -> Config:
     """Validate a loaded YAML document and build the Config; raise ConfigError naming the key path."""
+    if data is not None and not isinstance(data, Mapping):
+        kind = "a list" if isinstance(data, list) else "a string" if isinstance(data, str) else "a single value"
+        raise ConfigError(f"the top level must be a mapping of keys (such as `listen:`), not {kind}")
     top = _section(data, "", TOP_KEYS)
     d = Config()
     http: ListenAddress | None = d.http
@@ -442,20 +466,141 @@ def parse_config(data: Any) -> Config:
     )
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a YAML config file; errors name the file and, for YAML errors, the line."""
-    p = Path(path)
+# Bounds on what a config file may be: a dnsd config is a few kB of YAML, four or five levels deep. The caps
+# turn a wrong path (/dev/zero, a binary, a log file) and a YAML alias bomb ("billion laughs": aliases that
+# expand to exponentially many nodes) into one-line errors instead of a MemoryError or a traceback.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_DEPTH = 32  # nesting of mappings and lists; PyYAML's composer recurses, so this also keeps it off the stack limit
+MAX_NODES = 100_000  # YAML nodes with every alias expanded: what validation would walk
+MAX_SCALAR = 4096  # characters in one value (PATH_MAX); also below Python's 4300-digit int conversion limit
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader that refuses nesting deeper than MAX_DEPTH while it composes the node tree."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep", mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _node_line(node: yaml.Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+def _check_nodes(root: yaml.Node) -> None:
+    """Walk the composed tree before anything is built from it: duplicate mapping keys (YAML 1.2 section 3.2.1.1
+    says keys are unique; PyYAML silently keeps the last one), over-long values and alias expansion beyond
+    MAX_NODES. Iterative, and an alias is walked again each time it is used, so a self-referencing alias or a
+    bomb hits the node cap rather than the stack. Errors read `LINE: key.path: what`."""
+    stack: list[tuple[yaml.Node, str, int]] = [(root, "", 0)]
+    count = 0
+    while stack:
+        node, path, depth = stack.pop()
+        count += 1
+        if count > MAX_NODES:
+            raise ConfigError(
+                f"{_node_line(node)}: {path or 'top level'}: more than {MAX_NODES} YAML values once aliases "
+                "are expanded (a YAML alias bomb?)"
+            )
+        if depth > MAX_DEPTH:  # only reachable through aliases: the composer already bounds the text's nesting
+            raise ConfigError(f"{_node_line(node)}: {path}: nested more than {MAX_DEPTH} levels deep through aliases")
+        if isinstance(node, yaml.ScalarNode):
+            if len(str(node.value)) > MAX_SCALAR:
+                raise ConfigError(
+                    f"{_node_line(node)}: {path or 'top level'}: value longer than {MAX_SCALAR} characters"
+                )
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            first: dict[tuple[str, str], int] = {}
+            for key, value in node.value:
+                if key.tag == _MERGE_TAG:  # `<<: *defaults`: merged keys may be overridden, by design
+                    stack.append((value, path, depth + 1))
+                    continue
+                sub = path or ""
+                if isinstance(key, yaml.ScalarNode):
+                    name = _short_text(str(key.value))
+                    sub = f"{path}.{name}" if path else name
+                    ident = (str(key.tag), str(key.value))
+                    if ident in first:
+                        raise ConfigError(
+                            f"{_node_line(key)}: {sub}: duplicate key (first on line {first[ident]}); "
+                            "YAML would silently keep only the last"
+                        )
+                    first[ident] = _node_line(key)
+                stack.append((key, sub, depth + 1))
+                stack.append((value, sub, depth + 1))
+
+
+def _read_text(p: Path) -> str:
+    """At most MAX_CONFIG_BYTES of strict UTF-8 (YAML 1.2 section 5.2; a config is never UTF-16)."""
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a directory, not a config file") from None
     except OSError as exc:
-        raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
+        raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{p}: larger than {MAX_CONFIG_BYTES // (1 << 20)} MiB; not a dnsd config")
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{where}: not valid YAML: {problem}") from None
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{p}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); not a dnsd config"
+        ) from None
+
+
+def _load_yaml(p: Path, text: str) -> Any:
+    loader: _ConfigLoader | None = None
+    try:
+        try:
+            loader = _ConfigLoader(text)  # the reader checks every character here
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            try:
+                _check_nodes(node)
+            except ConfigError as exc:
+                raise ConfigError(f"{p}:{exc}") from None
+            return loader.construct_document(node)
+        except yaml.reader.ReaderError as exc:
+            # a character YAML does not allow (NUL, most C0 controls): a binary file, most likely
+            line = text[: exc.position].count("\n") + 1
+            raise ConfigError(
+                f"{p}:{line}: not valid YAML: control character #x{exc.character:04x} (a binary file?)"
+            ) from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
+            problem = str(getattr(exc, "problem", None) or exc)
+            context = getattr(exc, "context", None)
+            if context:
+                problem += f" ({context})"
+            raise ConfigError(f"{where}: not valid YAML: {' '.join(problem.split())}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config file; every error is one line naming the file (and the line where YAML
+    knows it): unreadable, too big, not UTF-8, not YAML, a duplicate key, a bad key or value."""
+    p = Path(path)
+    data = _load_yaml(p, _read_text(p))
     try:
         return parse_config(data if data is not None else {})
     except ConfigError as exc:

@@ -8,22 +8,34 @@ apex SOA in authority (3.7, 4), TTL 5, AA on authoritative answers, REFUSED outs
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import dns.flags
 import pytest
 import yaml
-from support import REPO, DnsdProcess, config_expectations, query, rcode_text, rr_lines, start_dnsd_process, zone_lines
+from support import (
+    REPO,
+    DnsdProcess,
+    config_expectations,
+    query,
+    rcode_text,
+    rr_lines,
+    start_dnsd_process,
+    wait_until,
+    zone_lines,
+)
 
 CONFIGS = REPO / "tests" / "data" / "configs"
 GOOD = sorted((CONFIGS / "good").glob("*.yaml"))
 BAD = sorted((CONFIGS / "bad").glob("*.yaml"))
+REFUSED = sorted((CONFIGS / "refused").glob("*.yaml"))  # valid config that `run` and `check-config` refuse
 SHIPPED = sorted((REPO / "config").glob("*.yaml"))
 E2E = REPO / "tests" / "data" / "store" / "e2e"
 E2E_REL = "tests/data/store/e2e"
@@ -35,6 +47,16 @@ def dnsd(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "dnsd", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
     )
+
+
+def assert_one_line_error(out: subprocess.CompletedProcess[str], prefix: str = "dnsd: ") -> str:
+    """Exit 1, nothing on stdout, one line on stderr starting with `prefix`; no traceback."""
+    assert out.returncode == 1, out
+    assert "Traceback" not in out.stderr and "Error:" not in out.stderr, out.stderr
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(prefix), out.stderr
+    assert out.stdout == "", out.stdout
+    return lines[0]
 
 
 def assert_names_problem(path: Path, output: str) -> None:
@@ -85,19 +107,161 @@ def test_start_with_bad_config_exits_nonzero(path: Path) -> None:
     assert_names_problem(path, out.stdout + out.stderr)
 
 
-@pytest.mark.parametrize(
-    "args, what",
-    [
-        (["--listen", "127.0.0.1:70000", "--manifests", E2E_REL], "70000"),
-        (["--listen", "nonsense", "--manifests", E2E_REL], "nonsense"),
-        (["--listen", "127.0.0.1:0", "--manifests", E2E_REL, "--domain", "bad domain!"], "bad domain!"),
-    ],
-    ids=["listen-port", "listen-nonsense", "domain"],
-)
-def test_bad_flag_value_exits_nonzero(args: list[str], what: str) -> None:
-    out = dnsd(*args, timeout=20)
-    assert out.returncode != 0, out
-    assert what in out.stdout + out.stderr
+@pytest.mark.parametrize("mode", ["check-config", "--config"])
+@pytest.mark.parametrize("path", REFUSED, ids=[p.name for p in REFUSED])
+def test_refused_config_is_reported_by_check_config_and_refused_at_start(path: Path, mode: str) -> None:
+    """What `run` refuses before listening (a source not built yet, a files source that is a file),
+    check-config reports too."""
+    out = dnsd(mode, str(path), timeout=20)
+    line = assert_one_line_error(out)
+    assert_names_problem(path, line)
+    if mode == "check-config":
+        assert line.startswith(f"dnsd: {path}: "), line
+
+
+# ---------------------------------------------------------------- files that are not a config (issue 5 section 3)
+
+
+@dataclass(frozen=True)
+class FileCase:
+    id: str
+    make: Callable[[Path], Path]  # builds the file under a temporary directory, returns the path to pass
+    error: str  # regex the message must match after "dnsd: PATH"
+
+
+def _write(name: str, content: bytes) -> Callable[[Path], Path]:
+    def make(d: Path) -> Path:
+        (d / name).write_bytes(content)
+        return d / name
+
+    return make
+
+
+def _symlink_loop(d: Path) -> Path:
+    (d / "loop.yaml").symlink_to(d / "loop.yaml")
+    return d / "loop.yaml"
+
+
+FILE_CASES = [
+    FileCase("directory", lambda d: d, r": is a directory, not a config file$"),
+    FileCase("dev-zero", lambda d: Path("/dev/zero"), r": larger than 1 MiB; not a dnsd config$"),
+    FileCase("missing", lambda d: d / "absent.yaml", r": cannot read: No such file or directory$"),
+    FileCase("symlink-loop", _symlink_loop, r": cannot read: Too many levels of symbolic links$"),
+    FileCase("huge", _write("huge.yaml", b"# padding\n" * 300_000), r": larger than 1 MiB; not a dnsd config$"),
+    FileCase("latin-1", _write("latin1.yaml", b"listen: ['127.0.0.1:0']\n# caf\xe9\n"), r":2: not UTF-8 text"),
+    FileCase("binary", _write("dnsd.bin", bytes(range(256)) * 4), r":2: not UTF-8 text"),
+    FileCase("nul", _write("nul.yaml", b"listen: ['127.0.0.1:0']\x00\n"), r":1: not valid YAML: control character"),
+    FileCase("top-level-list", _write("list.yaml", b"- listen\n- http\n"), r": the top level must be a mapping"),
+    FileCase("top-level-number", _write("n.yaml", b"42\n"), r": the top level must be a mapping"),
+    FileCase(
+        "duplicate-key",
+        _write("dup.yaml", b"http: null\nlisten: ['127.0.0.1:0']\nhttp: '127.0.0.1:0'\n"),
+        r":3: http: duplicate key \(first on line 1\)",
+    ),
+    FileCase(
+        "alias-bomb",
+        lambda d: CONFIGS / "bad" / "alias-bomb.yaml",
+        r":\d+: .*: more than 100000 YAML values once aliases are expanded",
+    ),
+    FileCase(
+        "deep-nesting",
+        _write("deep.yaml", b"listen: " + b"[" * 100_000 + b"\n"),
+        r":1: not valid YAML: nested more than 32 levels deep$",
+    ),
+]
+
+
+@pytest.mark.parametrize("mode", ["check-config", "--config"])
+@pytest.mark.parametrize("case", FILE_CASES, ids=[c.id for c in FILE_CASES])
+def test_not_a_config_file(tmp_path: Path, case: FileCase, mode: str) -> None:
+    """One line `dnsd: FILE: ...`, exit 1; never a traceback or a MemoryError."""
+    path = case.make(tmp_path)
+    line = assert_one_line_error(dnsd(mode, str(path), timeout=20), prefix=f"dnsd: {path}")
+    assert re.match(case.error, line[len(f"dnsd: {path}") :]), f"{case.error!r} does not match {line!r}"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+@pytest.mark.parametrize("mode", ["check-config", "--config"])
+def test_unreadable_config_file(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "secret.yaml"
+    path.write_text("workers: 1\n")
+    path.chmod(0)
+    line = assert_one_line_error(dnsd(mode, str(path), timeout=20))
+    assert line == f"dnsd: {path}: cannot read: Permission denied", line
+
+
+# ---------------------------------------------------------------- flags
+
+
+@dataclass(frozen=True)
+class FlagCase:
+    id: str
+    args: tuple[str, ...]
+    rc: int
+    error: str  # regex the (last) stderr line must match
+
+
+FLAG_CASES = [
+    FlagCase("listen-port", ("--listen", "127.0.0.1:70000"), 1, r"dnsd: --listen\[0\]: port .*70000"),
+    FlagCase("listen-nonsense", ("--listen", "nonsense"), 1, r"dnsd: --listen\[0\]: .*'nonsense'"),
+    FlagCase("listen-empty", ("--listen", ""), 1, r"dnsd: --listen\[0\]: must be 'host:port'"),
+    FlagCase("listen-open-bracket", ("--listen", "[::1:53"), 1, r"dnsd: --listen\[0\]: .*'\[::1:53'"),
+    FlagCase("listen-port-letters", ("--listen", "127.0.0.1:dns"), 1, r"dnsd: --listen\[0\]: .*'127.0.0.1:dns'"),
+    FlagCase("listen-negative-port", ("--listen", "127.0.0.1:-1"), 1, r"dnsd: --listen\[0\]: "),
+    FlagCase("listen-five-octets", ("--listen", "1.2.3.4.5:53"), 1, r"dnsd: --listen\[0\]: host must be an IP"),
+    FlagCase("listen-second-bad", ("--listen", "127.0.0.1:0", "--listen", "x"), 1, r"dnsd: --listen\[1\]: "),
+    FlagCase("listen-huge-port", ("--listen", "127.0.0.1:" + "9" * 40), 1, r"dnsd: --listen\[0\]: port must be"),
+    FlagCase("domain", ("--domain", "bad domain!"), 1, r"dnsd: --domain: must be a domain name: 'bad domain!'"),
+    FlagCase("http", ("--http", "everywhere"), 1, r"dnsd: --http: .*'everywhere'"),
+    FlagCase("upstream", ("--upstream", "not an ip"), 1, r"dnsd: --upstream\[0\]: .*'not an ip'"),
+    FlagCase("log-level", ("--log-level", "loud"), 2, r"dnsd: error: argument --log-level: invalid choice: 'loud'"),
+    FlagCase("unknown-flag", ("--listne", "127.0.0.1:0"), 2, r"dnsd: error: unrecognized arguments: --listne"),
+    FlagCase(
+        "manifests-is-a-file",
+        ("--manifests", "tests/data/configs/good/empty-file.yaml"),
+        1,
+        r"dnsd: cluster\.source\.files: 'tests/data/configs/good/empty-file\.yaml' is a file, not a directory",
+    ),
+    FlagCase("config-directory", ("--config", "tests"), 1, r"dnsd: tests: is a directory, not a config file$"),
+]
+
+
+@pytest.mark.parametrize("case", FLAG_CASES, ids=[c.id for c in FLAG_CASES])
+def test_bad_flag_value_exits_with_one_line(case: FlagCase) -> None:
+    args = ["--manifests", E2E_REL, "--http", "off"]
+    if "--listen" not in case.args:
+        args += ["--listen", "127.0.0.1:0"]
+    out = dnsd(*args, *case.args, timeout=20)
+    assert out.returncode == case.rc, out
+    assert "Traceback" not in out.stderr, out.stderr
+    lines = out.stderr.splitlines()
+    if case.rc == 1:
+        assert len(lines) == 1, out.stderr
+    else:  # argparse: the usage line, then the error
+        assert lines and lines[0].startswith("usage: dnsd"), out.stderr
+    assert re.match(case.error, lines[-1]), f"{case.error!r} does not match {lines[-1]!r}"
+
+
+def test_missing_manifest_directory_is_watched_until_it_appears(
+    tmp_path: Path, proc_cleanup: list[DnsdProcess]
+) -> None:
+    """A --manifests directory that does not exist yet is allowed (unlike one that is a file)."""
+    manifests = tmp_path / "later"
+    p = start_dnsd_process(["--listen", "127.0.0.1:0", "--http", "off", "--manifests", str(manifests)])
+    proc_cleanup.append(p)
+    assert "manifest directory does not exist" in "".join(p.lines)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    (staging / "cluster.yaml").write_text((E2E / "cluster.yaml").read_text())
+    staging.rename(manifests)
+    wait_until(lambda: rr_lines(query(p, "web.default.svc.cluster.local.", "A").answer) == zone_lines(WEB_A), 10)
+
+
+def test_check_config_help() -> None:
+    out = dnsd("check-config", "--help")
+    assert out.returncode == 0 and out.stdout.startswith("usage: dnsd check-config FILE"), out
+    out = dnsd("check-config")
+    assert out.returncode == 2 and out.stderr.startswith("usage: dnsd check-config FILE"), out
 
 
 # ---------------------------------------------------------------- running the process

@@ -7,6 +7,7 @@ ConfigError whose message reads `path.to.key: what is wrong: value`.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,12 +18,14 @@ import yaml
 from support import config_expectations
 
 import dnsd.config
-from dnsd.config import load_config, parse_config
+from dnsd.app import check_buildable
+from dnsd.config import MAX_CONFIG_BYTES, load_config, parse_config
 from dnsd.errors import ConfigError, DnsdError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "data" / "configs"
 GOOD = sorted((CONFIGS / "good").glob("*.yaml"))
 BAD = sorted((CONFIGS / "bad").glob("*.yaml"))
+REFUSED = sorted((CONFIGS / "refused").glob("*.yaml"))  # valid config that `run` and `check-config` refuse
 SHIPPED = sorted((Path(__file__).resolve().parents[2] / "config").glob("*.yaml"))
 
 FILES = {"files": "tests/data/store/e2e"}
@@ -173,6 +176,19 @@ GOOD_CASES = [
         (("tcp.max_connections", 5), ("tcp.max_pipeline", 2)),
     ),
     Good("tcp-null", {"tcp": None}, (("tcp.max_connections", 1000),)),
+    # timeout bounds, inclusive at both ends
+    Good("forward-timeout-min", {"forward": {"timeout": 0.05}}, (("forward.timeout", 0.05),)),
+    Good("forward-timeout-max", {"forward": {"timeout": 60}}, (("forward.timeout", 60.0),)),
+    Good(
+        "tcp-timeouts-min",
+        {"tcp": {"idle_timeout": 0.05, "message_timeout": 0.05}},
+        (("tcp.idle_timeout", 0.05), ("tcp.message_timeout", 0.05)),
+    ),
+    Good(
+        "tcp-timeouts-max",
+        {"tcp": {"idle_timeout": 3600, "message_timeout": 600}},
+        (("tcp.idle_timeout", 3600.0), ("tcp.message_timeout", 600.0)),
+    ),
     Good("cluster-null", {"cluster": None}, (("cluster.ttl", 5),)),
     Good(
         "lists-null",
@@ -323,6 +339,27 @@ BAD_CASES = [
     Bad("log-level", {"log": {"level": "loud"}}, "log.level", "loud"),
     Bad("log-queries-string", {"log": {"queries": "yes please"}}, "log.queries", "yes please"),
     Bad("tcp-max-connections-zero", {"tcp": {"max_connections": 0}}, "tcp.max_connections", "0"),
+    # timeouts: finite, at least 50 ms, and a sane maximum
+    Bad("forward-timeout-tiny", {"forward": {"timeout": 0.049}}, "forward.timeout", "0.049"),
+    Bad("forward-timeout-huge", {"forward": {"timeout": 60.5}}, "forward.timeout", "60.5"),
+    Bad("forward-timeout-nan", {"forward": {"timeout": float("nan")}}, "forward.timeout", "nan"),
+    Bad("forward-timeout-inf", {"forward": {"timeout": float("inf")}}, "forward.timeout", "inf"),
+    Bad("forward-timeout-string", {"forward": {"timeout": "2s"}}, "forward.timeout", "2s"),
+    Bad("tcp-idle-timeout-zero", {"tcp": {"idle_timeout": 0}}, "tcp.idle_timeout", "0"),
+    Bad("tcp-idle-timeout-tiny", {"tcp": {"idle_timeout": 0.01}}, "tcp.idle_timeout", "0.01"),
+    Bad("tcp-idle-timeout-huge", {"tcp": {"idle_timeout": 3601}}, "tcp.idle_timeout", "3601"),
+    Bad("tcp-idle-timeout-minus-inf", {"tcp": {"idle_timeout": float("-inf")}}, "tcp.idle_timeout", "-inf"),
+    Bad("tcp-message-timeout-zero", {"tcp": {"message_timeout": 0}}, "tcp.message_timeout", "0"),
+    Bad("tcp-message-timeout-nan", {"tcp": {"message_timeout": float("nan")}}, "tcp.message_timeout", "nan"),
+    Bad("tcp-message-timeout-huge", {"tcp": {"message_timeout": 601}}, "tcp.message_timeout", "601"),
+    Bad("tcp-max-pipeline-huge", {"tcp": {"max_pipeline": 10_001}}, "tcp.max_pipeline", "10001"),
+    Bad("tcp-max-connections-huge", {"tcp": {"max_connections": 100_001}}, "tcp.max_connections", "100001"),
+    Bad("cache-size-huge", {"cache": {"size": 10_000_001}}, "cache.size", "10000001"),
+    Bad("cache-success-ttl-huge", {"cache": {"success_ttl_max": 7 * 86400 + 1}}, "cache.success_ttl_max", "604801"),
+    Bad("cache-denial-ttl-huge", {"cache": {"denial_ttl_max": 86401}}, "cache.denial_ttl_max", "86401"),
+    Bad("workers-huge", {"workers": 65}, "workers", "65"),
+    # a huge bad value is quoted shortened: the error stays one short line
+    Bad("long-value-shortened", {"recursion": "x" * 10_000}, "recursion", "'" + "x" * 79 + "..."),
 ]
 
 
@@ -341,9 +378,19 @@ def test_rejected(case: Bad) -> None:
         assert case.value in m.group(3) or case.value in m.group(2), f"value {case.value!r} not named in {msg!r}"
 
 
-def test_top_level_not_a_mapping() -> None:
-    with pytest.raises(ConfigError):
-        parse_config(["listen", "127.0.0.1:53"])
+@pytest.mark.parametrize(
+    "data, kind", [(["listen", "127.0.0.1:53"], "a list"), ("listen", "a string"), (5, "a single value")]
+)
+def test_top_level_not_a_mapping(data: Any, kind: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    assert str(info.value) == f"the top level must be a mapping of keys (such as `listen:`), not {kind}"
+
+
+def test_long_bad_value_message_is_short() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"recursion": "x" * 100_000})
+    assert len(str(info.value)) < 200, str(info.value)
 
 
 @pytest.mark.parametrize("path", BAD, ids=[p.name for p in BAD])
@@ -381,3 +428,109 @@ def test_bad_value_in_file_names_path_and_value(tmp_path: Path) -> None:
         load_config(p)
     msg = str(info.value)
     assert "cluster.ttl" in msg and "99999" in msg and "dnsd.yaml" in msg
+
+
+# ---------------------------------------------------------------- what a file may be (issue 5 section 3)
+
+
+def test_anchors_aliases_and_merge_keys_within_limits() -> None:
+    cfg = load_config(CONFIGS / "good" / "anchors-and-merge.yaml")
+    assert (cfg.tcp.idle_timeout, cfg.tcp.message_timeout) == (5.0, 2.0)  # the explicit key beats the merged one
+    assert cfg.cluster.reverse_zones == cfg.cluster.fallthrough == ("in-addr.arpa", "ip6.arpa")
+
+
+@dataclass(frozen=True)
+class RawFile:
+    id: str
+    content: bytes
+    error: str | None  # regex the message must match after "FILE"; None: the file loads
+
+
+RAW_FILES = [
+    RawFile("utf8-bom", b"\xef\xbb\xbfworkers: 2\n", None),
+    RawFile("utf8-comment", "# caf\u00e9 \u2014 r\u00e9sum\u00e9\nworkers: 2\n".encode(), None),
+    RawFile("exactly-the-cap", b"workers: 2\n" + b"#" * (MAX_CONFIG_BYTES - 12) + b"\n", None),
+    RawFile("one-byte-over-the-cap", b"workers: 2\n" + b"#" * (MAX_CONFIG_BYTES - 11) + b"\n", r": larger than 1 MiB"),
+    RawFile("latin-1", b"workers: 2\n# caf\xe9\n", r":2: not UTF-8 text \(byte 0xe9 at offset 16\)"),
+    RawFile("utf-16", "workers: 2\n".encode("utf-16"), r":1: not UTF-8 text \(byte 0xff at offset 0\)"),
+    RawFile("nul-byte", b"workers: 2\nhttp: \x00\n", r":2: not valid YAML: control character #x0000"),
+    RawFile(
+        "elf-header", b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)), r":2: not UTF-8 text \(byte 0x80 at offset 136\)"
+    ),
+    RawFile("escape-sequence", b"workers: 2\n\x1b[31m\n", r":2: not valid YAML: control character #x001b"),
+    RawFile("huge-integer", b"workers: " + b"9" * 5000 + b"\n", r":1: workers: value longer than 4096 characters"),
+    RawFile("huge-key", b"? " + b"k" * 5000 + b"\n: 1\n", r":1: k{80}\.\.\.: value longer than 4096 characters"),
+    RawFile("unhashable-key", b"? [a, b]\n: 1\n", r":1: not valid YAML: found unhashable key"),
+    RawFile("python-tag", b"workers: !!python/object/apply:os.system [true]\n", r":1: not valid YAML: could not"),
+    RawFile("tab-indent", b"cluster:\n\tttl: 5\n", r":2: not valid YAML: found character '\\t'"),
+    RawFile("scalar-document", b"just some text\n", r": the top level must be a mapping of keys .* not a string"),
+    RawFile(
+        "duplicate-in-list-item",
+        b'forward:\n  upstreams: ["127.0.0.1"]\n  upstreams: ["::1"]\n',
+        r":3: forward\.upstreams: duplicate key \(first on line 2\)",
+    ),
+    RawFile("duplicate-null-and-empty", b"zones:\nzones: ''\n", r":2: zones: duplicate key \(first on line 1\)"),
+]
+
+
+@pytest.mark.parametrize("case", RAW_FILES, ids=[c.id for c in RAW_FILES])
+def test_raw_file(tmp_path: Path, case: RawFile) -> None:
+    path = tmp_path / "dnsd.yaml"
+    path.write_bytes(case.content)
+    if case.error is None:
+        load_config(path)
+        return
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    msg = str(info.value)
+    assert msg.startswith(str(path)), msg
+    assert re.match(case.error, msg[len(str(path)) :]), f"{case.error!r} does not match {msg!r}"
+    assert "\n" not in msg and len(msg) < 300 + len(str(path)), msg
+
+
+@pytest.mark.parametrize(
+    "make, error",
+    [
+        (lambda d: d, r": is a directory, not a config file$"),
+        (lambda d: Path("/dev/zero"), r": larger than 1 MiB"),
+        (lambda d: d / "absent.yaml", r": cannot read: No such file or directory$"),
+        (lambda d: d / "file.yaml" / "under-a-file.yaml", r": cannot read: Not a directory$"),
+    ],
+    ids=["directory", "dev-zero", "missing", "not-a-directory-on-the-way"],
+)
+def test_unreadable_path(tmp_path: Path, make: Any, error: str) -> None:
+    (tmp_path / "file.yaml").write_text("workers: 1\n")
+    path = make(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    msg = str(info.value)
+    assert msg.startswith(str(path)) and re.search(error, msg), msg
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_file(tmp_path: Path) -> None:
+    path = tmp_path / "secret.yaml"
+    path.write_text("workers: 1\n")
+    path.chmod(0)
+    with pytest.raises(ConfigError, match=r"secret\.yaml: cannot read: Permission denied$"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("path", REFUSED, ids=[p.name for p in REFUSED])
+def test_refused_files_parse_but_cannot_be_built(path: Path) -> None:
+    """Valid config (load_config accepts it) that `run` refuses before listening, and check-config reports."""
+    subs, regexes = config_expectations(path)
+    assert subs or regexes, f"{path.name} has no '# expect:' line"
+    cfg = load_config(path)
+    with pytest.raises(DnsdError) as info:
+        check_buildable(cfg)
+    msg = str(info.value)
+    for sub in subs:
+        assert sub in msg, f"{sub!r} not in {msg!r}"
+    for rx in regexes:
+        assert re.search(rx, msg), f"{rx!r} does not match {msg!r}"
+
+
+def test_files_source_missing_directory_is_buildable() -> None:
+    """A missing manifest directory is allowed: it is watched until it appears."""
+    check_buildable(load_config(CONFIGS / "good" / "files-source-missing-dir.yaml"))
