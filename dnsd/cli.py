@@ -13,6 +13,7 @@ import contextlib
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -171,6 +172,9 @@ async def serve(cfg: Config) -> int:
         await resyncer.close()
         for sig in handled:
             loop.remove_signal_handler(sig)
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):  # still harmless while shutting down
+                signal.signal(sig, signal.SIG_IGN)
     return 0
 
 
@@ -187,6 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["check-config"]:
         return check_config(argv[1:])
     args = _parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        # Until serve() installs its handlers, a SIGHUP from logrotate (or a stray SIGUSR1/2) must not kill
+        # the process while it loads: their default action is to terminate.
+        for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+            signal.signal(sig, signal.SIG_IGN)
     try:
         cfg = load(args)
     except DnsdError as exc:
