@@ -699,6 +699,7 @@ class BadCase:
     bad: str  # the new, broken content (it would also have changed web2 to 10.96.0.41)
     lines: frozenset[int]  # acceptable line numbers in the report
     reason: tuple[str, ...]  # the report (path removed) contains one of these, lower-cased
+    per_object: bool = False  # an invalid object in a readable file: the file's other objects apply (web2 .41)
 
 
 GOOD_YAML = yaml_text(svc_doc("web2", "default", "10.96.0.40"), svc_doc("web", "default", "10.96.0.20"))
@@ -748,6 +749,7 @@ BAD_CASES = [
         WEB2_DOC + WEB_HEAD + "  clusterIP: not-an-ip\n",
         frozenset({8, 9, 14, 15}),
         ("not-an-ip",),
+        per_object=True,
     ),
     BadCase(
         "missing-metadata-name",
@@ -755,6 +757,7 @@ BAD_CASES = [
         WEB2_DOC + "apiVersion: v1\nkind: Service\nmetadata:\n  namespace: default\nspec:\n  clusterIP: 10.96.0.21\n",
         frozenset({8, 9, 11}),
         ("name",),
+        per_object=True,
     ),
     BadCase(
         "bad-port",
@@ -762,6 +765,7 @@ BAD_CASES = [
         WEB2_DOC + WEB_HEAD + "  clusterIP: 10.96.0.21\n  ports:\n  - {name: http, port: 70000}\n",
         frozenset({8, 9, 16, 17}),
         ("70000",),
+        per_object=True,
     ),
     BadCase(
         "document-not-a-mapping",
@@ -769,6 +773,7 @@ BAD_CASES = [
         WEB2_DOC + "- just\n- a list\n",
         frozenset({8, 9}),
         ("mapping", "object", "list", "dict"),
+        per_object=True,
     ),
     BadCase(
         "bad-item-in-kind-list",
@@ -780,6 +785,7 @@ BAD_CASES = [
         "  spec: {clusterIP: 10.96.0.300}\n",
         frozenset({1, 3, 8, 11}),  # the file, items, the item (line 8) or its clusterIP (line 11)
         ("10.96.0.300",),
+        per_object=True,
     ),
 ]
 
@@ -820,15 +826,17 @@ def test_bad_file_keeps_last_good_content(
 
     path.write_text(case.bad)
     wait_until(lambda: _reports(logs, path, root), CHANGE_TIMEOUT)
-    # The file's last good objects keep serving, all of them (web2 is not half-updated), and so does the rest.
-    check_now(h, [(WEB, "A", WEB_20), (WEB2, "A", a_rr(WEB2, "10.96.0.40")), (OTHER, "A", a_rr(OTHER, "10.96.0.30"))])
+    # The file's last good objects keep serving (an unreadable file: all of them; an invalid object: that one, and
+    # the file's valid objects are applied, so web2 moves to .41), and so does the rest.
+    web2 = a_rr(WEB2, "10.96.0.41" if case.per_object else "10.96.0.40")
+    check_now(h, [(WEB, "A", WEB_20), (WEB2, "A", web2), (OTHER, "A", a_rr(OTHER, "10.96.0.30"))])
 
     # Other files are unaffected: a change to one is served.
     write_atomic(root / "other.yaml", yaml_text(svc_doc("other", "default", "10.96.0.31")))
     wait_answer(h, OTHER, "A", a_rr(OTHER, "10.96.0.31"))
     (root / "other.yaml").write_text(yaml_text(svc_doc("other", "default", "10.96.0.32")))
     wait_answer(h, OTHER, "A", a_rr(OTHER, "10.96.0.32"))
-    check_now(h, [(WEB, "A", WEB_20), (WEB2, "A", a_rr(WEB2, "10.96.0.40"))])
+    check_now(h, [(WEB, "A", WEB_20), (WEB2, "A", web2)])
 
     # Reported once, with the path, a line and the reason.
     reports = _reports(logs, path, root)
@@ -897,7 +905,7 @@ def test_bad_file_at_startup(
     path = root / "svc.yaml"
     h = dnsd_factory(root)
     wait_answer(h, OTHER, "A", a_rr(OTHER, "10.96.0.30"))
-    check_now(h, [(WEB, "A", NX), (WEB2, "A", NX)])
+    check_now(h, [(WEB, "A", NX), (WEB2, "A", a_rr(WEB2, "10.96.0.41"))])  # per object: the valid web2 serves
     wait_until(lambda: _reports(logs, path, root), CHANGE_TIMEOUT)
     write_atomic(root / "other.yaml", yaml_text(svc_doc("other", "default", "10.96.0.31")))
     wait_answer(h, OTHER, "A", a_rr(OTHER, "10.96.0.31"))
