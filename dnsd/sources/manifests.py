@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 # A bigger file is refused before it is read: `kubectl get` of 10,000 services, slices and pods is ~40 MiB.
 MAX_FILE_BYTES = 64 * 1024 * 1024
+# Warnings (dropped hostnames) logged per file and parse; the rest are counted in one line, so a slice of 1000
+# bad hostnames cannot flood the log.
+MAX_WARNINGS_PER_FILE = 20
 
 Located = tuple[KubeObject, int]  # (object, 1-based line of its document or list item)
 
@@ -144,6 +147,7 @@ def _parse(path: Path) -> Parsed:
     out: list[Located] = []
     errors: list[ObjectError] = []
     skipped = 0
+    warned = 0
     for data, lines in docs:
         if isinstance(data, ObjectError):
             errors.append(data)
@@ -187,12 +191,16 @@ def _parse(path: Path) -> Parsed:
                 errors.append(ObjectError(identity(item), line, f"{path}:{line}: invalid object: {exc}"))
                 continue
             for note in notes:
-                log.warning("%s:%d: %s", path, line, note)
+                warned += 1
+                if warned <= MAX_WARNINGS_PER_FILE:
+                    log.warning("%s:%d: %s", path, line, note)
             if isinstance(obj, Skipped):
                 skipped += 1
                 log.debug("%s:%d: skipped: %s", path, line, obj.reason)
             else:
                 out.append((obj, line))
+    if warned > MAX_WARNINGS_PER_FILE:
+        log.warning("%s: %d more warnings like the above", path, warned - MAX_WARNINGS_PER_FILE)
     return Parsed(tuple(out), errors=tuple(errors), skipped=skipped)
 
 

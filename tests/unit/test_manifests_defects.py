@@ -27,7 +27,6 @@ from dnsd.sources.manifests import MAX_FILE_BYTES, Parsed, parse_file
 from dnsd.store import model
 from dnsd.store.model import (
     EndpointSlice,
-    KubeObject,
     Service,
     convert,
     describe,
@@ -299,6 +298,19 @@ def test_good_hostname_is_lower_cased(kind: str) -> None:
     assert isinstance(obj, EndpointSlice) and [ep.hostname for ep in obj.endpoints] == ["web-0"]
 
 
+def test_hostname_warnings_are_capped_per_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    n = manifests.MAX_WARNINGS_PER_FILE + 5
+    doc = slice_doc([{"addresses": [f"10.244.0.{i}"], "hostname": f"bad.{i}"} for i in range(1, n + 1)])
+    p = write(tmp_path, yaml.safe_dump(doc))
+    parsed = parse_file(p)
+    assert parsed.objects is not None
+    obj = parsed.objects[0][0]
+    assert isinstance(obj, EndpointSlice) and len(obj.endpoints) == n
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == manifests.MAX_WARNINGS_PER_FILE + 1
+    assert warnings[-1] == f"{p}: 5 more warnings like the above"
+
+
 def test_pod_name_with_a_dot_never_names_an_endpoint() -> None:
     """targetRef.name (endpoint_pod_names) is a DNS subdomain and may hold dots: only a label can be a name."""
     doc = slice_doc([{"addresses": ["10.244.0.5"], "targetRef": {"kind": "Pod", "name": "web.0"}},
@@ -528,7 +540,7 @@ LIMITS = [
 def test_limits(case: Limit) -> None:
     """At the limit the object is read; one more is that object's error (the Kubernetes API's own maxima where it
     has them: pkg/apis/discovery/validation maxEndpoints=1000, maxPorts=100, maxAddresses=100)."""
-    assert isinstance(convert(case.at_limit), KubeObject.__args__)  # type: ignore[attr-defined]
+    assert not isinstance(convert(case.at_limit), model.Skipped)
     with pytest.raises(ManifestError) as info:
         convert(case.over_limit)
     assert re.search(case.reason, str(info.value)), str(info.value)
