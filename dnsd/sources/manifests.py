@@ -20,6 +20,7 @@ the untagged value, and an unquoted date that is not a real date stays a string.
 from __future__ import annotations
 
 import datetime
+import errno
 import json
 import logging
 import os
@@ -212,7 +213,8 @@ def _read(path: Path) -> bytes:
             size = os.fstat(f.fileno()).st_size
             data = f.read(MAX_FILE_BYTES + 1) if size <= MAX_FILE_BYTES else b""
     except OSError as exc:
-        raise _FileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        code = errno.errorcode.get(exc.errno or 0)
+        raise _FileError(f"{path}: cannot read: {exc.strerror or exc}" + (f" ({code})" if code else "")) from None
     if size > MAX_FILE_BYTES or len(data) > MAX_FILE_BYTES:
         raise _FileError(f"{path}: {max(size, len(data))} bytes; files over {MAX_FILE_BYTES} bytes are not read")
     return data

@@ -417,7 +417,7 @@ def test_unreadable_path_is_the_files_error(tmp_path: Path) -> None:
     d = tmp_path / "dir.yaml"
     d.mkdir()
     parsed = parse_file(d)
-    assert parsed.objects is None and parsed.error.startswith(f"{d}: cannot read"), parsed.error
+    assert parsed.objects is None and parsed.error == f"{d}: cannot read: Is a directory (EISDIR)", parsed.error
 
 
 def test_unexpected_library_exception_is_the_files_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
