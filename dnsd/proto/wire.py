@@ -1,4 +1,4 @@
-"""Reading queries off the wire: the header check, the question and the OPT record, by hand.
+"""Reading queries off the wire: the header check, the question, the OPT and TSIG records, by hand.
 
 The header is checked before anything else is parsed (robustness.md 0.1, miekg/dns DefaultMsgAcceptFunc): a
 crafted 64 KB message costs a full DNS-library parse over a second of CPU, the header check costs nothing.
