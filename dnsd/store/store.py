@@ -139,7 +139,7 @@ class Store:
         if group:
             return [group[name] for name in sorted(group)]
         v1 = self.endpoints_v1.get((ns, service))
-        return [v1] if v1 is not None else []
+        return list(v1.subsets) if v1 is not None else []  # one slice per subset: each has its own ports
 
     def _ready_uncached(self, ns: str, service: str) -> list[ReadyAddress]:
         return [
