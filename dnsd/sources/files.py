@@ -1,58 +1,191 @@
 """The `files` source: a watched directory of Kubernetes manifests (YAML or JSON, multi-document, kind: List).
 
-Every change is applied as one batch, so answers always come from one consistent snapshot. A file that does not
-parse, or holds an invalid object, is reported once with its path, line and reason, and the objects it held
-before keep serving.
+Every change is applied as one batch, so answers always come from one consistent snapshot: the batch is worked
+out in a thread (reading, parsing, merging and Store.prepare) and swapped into the store on the event loop in one
+step (Store.commit), so even a file of 100,000 objects does not hold up answers. A file that does not parse, or
+holds an invalid object, is reported once with its path, line and reason, and the objects it held before keep
+serving.
+
+Only a directory that was read completely can lose files: when a directory cannot be read (EMFILE, EACCES, EIO,
+...) or the walk stops at one of its bounds (MAX_DEPTH, MAX_ENTRIES), the files below it keep their last good
+objects and the problem is logged once at ERROR with the path and errno. Directories are followed once each (by
+device and inode), so a symlink loop is read once; a directory symlink leading outside the manifest directory is
+not followed (logged once). A change event re-reads only the files it names; anything else (a directory, a
+ConfigMap `..data` swap) and the periodic rescan walk the tree, which costs one stat per file: a file is parsed
+only when its signature changed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import gc
+import itertools
 import logging
 import os
+import stat
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dnsd.sources.manifests import Parsed, parse_file
-from dnsd.store.model import KubeObject, object_key
-from dnsd.store.store import ObjectKey, Store
+from dnsd.store.model import KubeObject, describe, object_key
+from dnsd.store.store import ObjectKey, Prepared, Store
 
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".yaml", ".yml", ".json")
 
 Signature = tuple[int, int, int, str]  # mtime_ns, size, inode, real path
+Located = tuple[KubeObject, int]  # (object, line)
 SETTLE_S = 0.03  # a file must be this quiet before it is read (see FileSource._scan)
 MAX_SETTLE_ROUNDS = 100  # then give up until the next change event or periodic rescan
+# Bounds of one walk of the directory tree. Beyond them the walk stops, logs an ERROR once, and what it did not
+# reach keeps its last good objects: a tree this deep or this big is a mistake or an attack, not a cluster.
+MAX_DEPTH = 16  # directory levels below the manifest directory
+MAX_ENTRIES = 200_000  # directory entries looked at (files, directories, anything else)
+# A scan reading more than this parses with the cyclic garbage collector paused and freezes what it built: a
+# full collection over a million objects holds the GIL, and so the event loop, for a second or more each time.
+BIG_READ_BYTES = 8 * 1024 * 1024
+# Entry errors that mean "this entry is not there" (removed while we looked, a dangling or looping symlink).
+_GONE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG)
 
 
-def manifest_files(root: Path) -> list[Path]:
-    """Every manifest below root, sorted by path; names starting with '.' are skipped (editor files and the
-    ConfigMap volume's ..data / ..<timestamp> directories, whose files are reached through the top-level links)."""
-    found: list[Path] = []
-    if not root.is_dir():
-        return found
-    stack = [root]
+def _oserror(exc: OSError) -> str:
+    code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    return f"{exc.strerror or exc} ({code})"
+
+
+@dataclass
+class Walk:
+    """One walk of the manifest directory: the files found, and which directories were read completely."""
+
+    root: Path
+    files: dict[Path, Signature] = field(default_factory=dict)
+    listed: dict[Path, bool] = field(default_factory=dict)  # read completely -> reached through a symlink
+    unreached: set[Path] = field(default_factory=set)  # found, not read completely (error or bound)
+    problems: dict[str, str] = field(default_factory=dict)  # what went wrong -> the ERROR to log once
+    stopped: bool = False  # the source is stopping; the walk is incomplete and must not be used
+
+    def covers(self, path: Path) -> bool:
+        """Whether path's place was looked at completely, so a file not found there is gone. The nearest
+        ancestor the walk knows decides: read completely (yes) or not (no: keep the file's last good state)."""
+        d = path.parent
+        while True:
+            if d in self.listed:
+                return True
+            if d in self.unreached or d == self.root or d.parent == d:
+                return False
+            d = d.parent
+
+
+def walk(root: Path, halt: threading.Event | None = None, known: dict[str, Path] | None = None) -> Walk:
+    """Every manifest below root with its signature. Names starting with '.' are skipped (editor files and the
+    ConfigMap volume's ..data / ..<timestamp> directories, whose files are reached through the top-level links).
+    Each directory is read once (by device and inode); the walk is bounded by MAX_DEPTH and MAX_ENTRIES.
+    known maps path text to the Path objects of the last walk, which are reused (building a Path costs as much
+    as the stat)."""
+    known = known or {}
+    w = Walk(root)
+    try:
+        st = os.stat(root)
+    except OSError as exc:
+        w.unreached.add(root)
+        if exc.errno == errno.ENOENT:
+            w.problems["root"] = f"{root}: manifest directory does not exist (until it does, nothing is withdrawn)"
+        else:
+            w.problems["root"] = f"{root}: cannot read the manifest directory: {_oserror(exc)} (nothing is withdrawn)"
+        return w
+    if not stat.S_ISDIR(st.st_mode):
+        w.unreached.add(root)
+        what = "a file" if stat.S_ISREG(st.st_mode) else "not a directory"
+        w.problems["root"] = f"{root}: the manifest directory is {what}, not a directory (nothing is withdrawn)"
+        return w
+    real_root = os.path.realpath(root)
+    seen: dict[tuple[int, int], Path] = {(st.st_dev, st.st_ino): root}
+    stack: list[tuple[Path, int, bool]] = [(root, 0, False)]  # (directory, depth, reached through a symlink)
+    looked = 0
     while stack:
-        d = stack.pop()
+        if halt is not None and halt.is_set():
+            w.stopped = True
+            return w
+        d, depth, linked = stack.pop()
         try:
-            entries = list(os.scandir(d))
-        except OSError:
+            with os.scandir(d) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            if d != root and exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                w.listed[d] = linked  # removed (or replaced by a file) since its parent was read: nothing below
+            else:
+                w.unreached.add(d)
+                w.problems[f"dir {d}"] = (
+                    f"{d}: cannot read directory: {_oserror(exc)} (the files below it keep their last good objects)"
+                )
             continue
+        looked += len(entries)
+        if looked > MAX_ENTRIES:
+            w.unreached.add(d)
+            w.unreached.update(s for s, _, _ in stack)
+            w.problems["entries"] = (
+                f"{root}: more than {MAX_ENTRIES} directory entries; the walk stopped at {d}, and the files it "
+                "did not reach keep their last good objects"
+            )
+            return w
+        complete = True
+        subdirs: list[tuple[Path, int, bool]] = []
         for e in entries:
             if e.name.startswith("."):
                 continue
-            path = Path(e.path)
+            path = known.get(e.path) or Path(e.path)
             try:
+                link = e.is_symlink()
                 if e.is_dir():
-                    stack.append(path)
+                    if link and not _inside(os.path.realpath(path), real_root):
+                        w.problems[f"outside {path}"] = (
+                            f"{path}: a symlink to {os.path.realpath(path)}, outside the manifest directory; "
+                            "not followed"
+                        )
+                        continue
+                    est = e.stat()
+                    ident = (est.st_dev, est.st_ino)
+                    if ident in seen:
+                        continue  # a directory already read under another path (a symlink loop, a second link)
+                    seen[ident] = path
+                    if depth + 1 > MAX_DEPTH:
+                        w.unreached.add(path)
+                        w.problems["depth"] = (
+                            f"{path}: deeper than {MAX_DEPTH} directory levels; not read (its files keep their "
+                            "last good objects)"
+                        )
+                        continue
+                    subdirs.append((path, depth + 1, linked or link))
                 elif e.name.endswith(SUFFIXES) and e.is_file():
-                    found.append(path)
-            except OSError:
-                continue
-    return sorted(found)
+                    est = e.stat()
+                    real = os.path.realpath(path) if linked or link else str(path)
+                    w.files[path] = (est.st_mtime_ns, est.st_size, est.st_ino, real)
+            except OSError as exc:
+                if exc.errno in _GONE:
+                    continue
+                complete = False
+                w.problems[f"entry {path}"] = f"{path}: cannot stat: {_oserror(exc)} (nothing in {d} is withdrawn)"
+        if complete:
+            w.listed[d] = linked
+        else:
+            w.unreached.add(d)
+        stack.extend(reversed(subdirs))
+    return w
+
+
+def _inside(real: str, real_root: str) -> bool:
+    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
+def manifest_files(root: Path) -> list[Path]:
+    """Every manifest below root, sorted by path (see walk)."""
+    return sorted(walk(root).files)
 
 
 def _dir_identity(root: Path) -> tuple[int, int] | None:
@@ -61,15 +194,28 @@ def _dir_identity(root: Path) -> tuple[int, int] | None:
         st = root.stat()
     except OSError:
         return None
-    return (st.st_dev, st.st_ino) if root.is_dir() else None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
 
 
-def signature(path: Path) -> Signature | None:
+def signature(path: Path, linked: bool = True) -> Signature | None:
+    """The signature of a regular file (following symlinks); None when it is not one (any more)."""
     try:
         st = path.stat()
-        return (st.st_mtime_ns, st.st_size, st.st_ino, os.path.realpath(path))
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        real = os.path.realpath(path) if linked or path.is_symlink() else str(path)
+        return (st.st_mtime_ns, st.st_size, st.st_ino, real)
     except OSError:
         return None
+
+
+@dataclass
+class _Round:
+    """What one scan (a walk, or the files a change event named) worked out, ready to commit."""
+
+    batch: Prepared
+    waiting: set[Path]  # files still being written: look at them again in `wait` seconds
+    wait: float
 
 
 class FileSource:
@@ -82,55 +228,116 @@ class FileSource:
         self.store = store
         self.step_ms = step_ms
         self.rescan_s = rescan_s
-        self.files: dict[Path, tuple[Signature, tuple[tuple[KubeObject, int], ...]]] = {}
+        self.files: dict[Path, tuple[Signature, tuple[Located, ...]]] = {}
         self.bad: dict[Path, Signature] = {}  # files whose current content failed, reported once
         self.merged: dict[ObjectKey, tuple[KubeObject, Path]] = {}
         self.reload_errors = 0
+        self.scan_errors = 0
+        self.walks = 0  # walks of the directory tree so far
+        self.reads = 0  # files parsed so far
+        self._defs: dict[ObjectKey, dict[Path, tuple[KubeObject, int]]] = {}  # key -> file -> (object, index)
+        self._by_file: dict[Path, dict[ObjectKey, tuple[KubeObject, int]]] = {}
+        self._dirs: dict[Path, bool] = {}  # read completely by the last walk -> reached through a symlink
+        self._known: dict[str, Path] = {}  # the files of the last walk, by path text
+        self._problems: dict[str, str] = {}  # walk problems reported and not cleared yet
         self._warned_dupes: set[tuple[ObjectKey, Path, Path]] = set()
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
+        self._halt = threading.Event()  # the same for the scan thread: give up and return
+        self._lock = asyncio.Lock()  # one scan at a time (watch, SIGHUP): a batch is prepared against the last
         self.armed = asyncio.Event()  # set once the directory watch is in place
 
-    # ------------------------------------------------------------ scanning
+    # ------------------------------------------------------------ scanning (in a thread)
 
-    def _scan(self) -> tuple[dict[Path, Signature], dict[Path, Parsed], float]:
-        """Runs off the loop: list the files, parse those whose signature changed and that have settled.
+    def _scan(self, targets: set[Path] | None) -> _Round | None:
+        """Runs off the loop: find the files (a walk, or just `targets`), parse those whose signature changed
+        and that have settled, fold them into the file table and prepare the store batch. None: stopping.
 
         A file written less than SETTLE_S ago may still be being written (`kubectl get ... > file` streams,
         an editor truncates then writes): a prefix of it can be valid YAML holding fewer objects, or a cut-off
         value. Such a file keeps serving its last good objects and is read once it has been quiet for
-        SETTLE_S; the third value says how long until the next look is due (0: none)."""
-        sigs: dict[Path, Signature] = {}
+        SETTLE_S."""
+        present: dict[Path, Signature] = {}
+        gone: list[Path] = []
+        if targets is None:
+            w = walk(self.root, self._halt, self._known)
+            self.walks += 1
+            if w.stopped:
+                return None
+            self._report(w)
+            present = w.files
+            gone = [p for p in (*self.files, *self.bad) if p not in present and w.covers(p)]
+            self._dirs = dict(w.listed)
+            self._known = {str(p): p for p in w.files}
+        else:
+            for path in targets:
+                sig = signature(path, self._dirs.get(path.parent, True))
+                if sig is not None:
+                    present[path] = sig
+                elif path in self.files or path in self.bad:
+                    gone.append(path)
+        todo = [
+            (path, sig)
+            for path, sig in present.items()
+            if not ((path in self.files and self.files[path][0] == sig) or self.bad.get(path) == sig)
+        ]
+        big = sum(sig[1] for _, sig in todo) > BIG_READ_BYTES and gc.isenabled()
+        if big:
+            gc.disable()
+        try:
+            return self._read(todo, present, gone)
+        finally:
+            if big:
+                gc.freeze()  # what the batch built lives on: never scan it again (refcounting still frees it)
+                gc.enable()
+
+    def _read(
+        self, todo: list[tuple[Path, Signature]], present: dict[Path, Signature], gone: list[Path]
+    ) -> _Round | None:
+        """Parse the changed files that have settled, fold them in and prepare the store batch."""
         parsed: dict[Path, Parsed] = {}
+        waiting: set[Path] = set()
         wait = 0.0
-        for path in manifest_files(self.root):
-            sig = signature(path)
-            if sig is None:
-                continue
-            sigs[path] = sig
-            known = self.files.get(path)
-            if (known is not None and known[0] == sig) or self.bad.get(path) == sig:
-                continue
+        for path, sig in todo:
+            if self._halt.is_set():
+                return None
             age = (time.time_ns() - sig[0]) / 1e9
             if 0 <= age < SETTLE_S:
                 wait = max(wait, SETTLE_S - age)
+                waiting.add(path)
                 continue
             result = parse_file(path)
-            if signature(path) != sig:
+            self.reads += 1
+            if signature(path, sig[3] != str(path)) != sig:
                 wait = max(wait, SETTLE_S)  # it changed while we read it
+                waiting.add(path)
                 continue
             parsed[path] = result
-        return sigs, parsed, wait
+        upserts, deletes = self._fold(present, gone, parsed)
+        return _Round(self.store.prepare(upserts, deletes), waiting, wait)
 
-    def _apply(self, sigs: dict[Path, Signature], parsed: dict[Path, Parsed]) -> int:
-        """Runs on the loop: fold the scan into the file table and apply the difference to the store."""
-        for path in list(self.files):
-            if path not in sigs:
+    def _report(self, w: Walk) -> None:
+        """Log each walk problem once at ERROR (and once at INFO when it has cleared)."""
+        for key, message in w.problems.items():
+            if key not in self._problems:
+                self.scan_errors += 1
+                log.error("%s", message)
+        for key, message in self._problems.items():
+            if key not in w.problems:
+                log.info("%s: resolved", message.split(": ", 1)[0])
+        self._problems = dict(w.problems)
+
+    def _fold(
+        self, sigs: dict[Path, Signature], gone: list[Path], parsed: dict[Path, Parsed]
+    ) -> tuple[list[KubeObject], list[ObjectKey]]:
+        """Fold the scan into the file table; return the store changes (only for the objects of changed files)."""
+        changed: dict[Path, tuple[Located, ...]] = {}
+        for path in gone:
+            if path in self.files:
                 del self.files[path]
+                changed[path] = ()
                 log.info("%s: removed; its objects are withdrawn", path)
-        for path in list(self.bad):
-            if path not in sigs:
-                del self.bad[path]
+            self.bad.pop(path, None)
         for path, result in parsed.items():
             if result.objects is None:
                 self.reload_errors += 1
@@ -142,51 +349,107 @@ class FileSource:
                 # Per object: invalid objects are reported and keep their last good version (Parsed.resolve).
                 objects, reports = result.resolve(self.files[path][1] if path in self.files else ())
                 self.files[path] = (sigs[path], objects)
+                changed[path] = objects
                 for report in reports:
                     self.reload_errors += 1
                     log.error("%s", report)
-        merged: dict[ObjectKey, tuple[KubeObject, Path]] = {}
-        for path in sorted(self.files):
-            for obj, _line in self.files[path][1]:
-                key = object_key(obj)
-                prev = merged.get(key)
-                if prev is not None and prev[1] != path:
-                    dupe = (key, prev[1], path)
-                    if dupe not in self._warned_dupes:
-                        self._warned_dupes.add(dupe)
-                        log.warning(
-                            "%s %s/%s is defined in %s and %s; the later file wins",
-                            key[0],
-                            key[1],
-                            key[2],
-                            prev[1],
-                            path,
-                        )
-                merged[key] = (obj, path)
-        deletes = [k for k in self.merged if k not in merged]
-        upserts = [obj for k, (obj, _) in merged.items() if self.merged.get(k, (None,))[0] != obj]
-        self.merged = merged
-        return self.store.apply(upserts, deletes)
+        return self._merge(changed)
+
+    def _merge(self, changed: dict[Path, tuple[Located, ...]]) -> tuple[list[KubeObject], list[ObjectKey]]:
+        """Update the definitions of the changed files and re-decide only their objects: the definition in the
+        file sorting last wins, with a warning naming both files."""
+        affected: dict[ObjectKey, None] = {}  # in file order: the store order PTR answers follow
+        for path in sorted(changed):
+            objects = changed[path]
+            old = self._by_file.pop(path, {})
+            new: dict[ObjectKey, tuple[KubeObject, int]] = {}
+            for i, (obj, _line) in enumerate(objects):
+                new[object_key(obj)] = (obj, i)  # a second definition in the same file replaces the first
+            for key in old.keys() - new.keys():
+                defs = self._defs[key]
+                del defs[path]
+                if not defs:
+                    del self._defs[key]
+            for key, value in new.items():
+                self._defs.setdefault(key, {})[path] = value
+            if new:
+                self._by_file[path] = new
+            affected.update(dict.fromkeys(new))
+            affected.update(dict.fromkeys(old))
+        deletes: list[ObjectKey] = []
+        upserts: list[KubeObject] = []
+        for key in affected:
+            found = self._defs.get(key)
+            if not found:
+                if self.merged.pop(key, None) is not None:
+                    deletes.append(key)
+                continue
+            defs = found
+            paths = sorted(defs) if len(defs) > 1 else list(defs)
+            for earlier, later in itertools.pairwise(paths):
+                dupe = (key, earlier, later)
+                if dupe not in self._warned_dupes:
+                    self._warned_dupes.add(dupe)
+                    log.warning("%s is defined in %s and %s; the later file wins", describe(key), earlier, later)
+            obj = defs[paths[-1]][0]
+            prev = self.merged.get(key)
+            self.merged[key] = (obj, paths[-1])
+            if prev is None or prev[0] != obj:
+                upserts.append(obj)
+        return upserts, deletes
+
+    # ------------------------------------------------------------ applying (on the loop)
 
     async def resync(self) -> None:
-        """Re-read every file whose signature changed now (SIGHUP), as the periodic rescan does."""
+        """Walk the directory and re-read every file whose signature changed now (SIGHUP), as the periodic
+        rescan does."""
         await self._sync_logged()
 
-    async def sync(self) -> int:
+    async def sync(self, targets: set[Path] | None = None) -> int:
+        """Apply what changed: in the files named (targets), or anywhere (a walk, targets None)."""
         changed = 0
-        for _ in range(MAX_SETTLE_ROUNDS):
-            sigs, parsed, wait = await asyncio.to_thread(self._scan)
-            changed += self._apply(sigs, parsed)
-            if wait <= 0:
-                break
-            await asyncio.sleep(wait)
+        async with self._lock:
+            for _ in range(MAX_SETTLE_ROUNDS):
+                result = await asyncio.to_thread(self._scan, targets)
+                if result is None:
+                    break
+                changed += self.store.commit(result.batch)
+                if result.wait <= 0:
+                    break
+                await asyncio.sleep(result.wait)
+                targets = result.waiting  # look again at just the files still being written
         return changed
+
+    def _targets(self, changes: set[tuple[Any, str]]) -> set[Path] | None:
+        """The files a batch of change events names, when re-reading just them is enough; None: walk.
+
+        Enough means every event is about a manifest file (or a plain hidden file, such as an editor's swap
+        file or a temporary file renamed into place) in a directory the last walk read completely. A
+        directory event, a symlink, anything under a hidden directory (a ConfigMap `..data` swap) needs a walk."""
+        base = self.root.absolute()
+        out: set[Path] = set()
+        for _, text in changes:
+            try:
+                rel = Path(text).relative_to(base)
+            except ValueError:
+                return None
+            path = self.root / rel
+            if not rel.parts or any(p.startswith(".") for p in rel.parts[:-1]) or path.parent not in self._dirs:
+                return None
+            if path in self._dirs or path.is_dir():
+                return None
+            if rel.name.startswith("."):
+                if rel.name.startswith("..") or path.is_symlink():
+                    return None  # a ConfigMap volume's ..data link or ..<timestamp> directory
+                continue  # an editor or temporary file: never read
+            if not rel.name.endswith(SUFFIXES):
+                continue
+            out.add(path)
+        return out
 
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        if not self.root.is_dir():
-            log.error("%s: manifest directory does not exist; serving no cluster objects until it does", self.root)
         await self.sync()
         self.store.mark_synced()
         log.info("loaded %d objects from %s", len(self.merged), self.root)
@@ -199,13 +462,22 @@ class FileSource:
     async def _watch(self) -> None:
         from watchfiles import awatch
 
+        absent: int | None = None  # while the directory is absent: the file type found in its place (0: none)
         while not self._stop.is_set():
             ident = _dir_identity(self.root)
             if ident is None:
+                try:
+                    now = stat.S_IFMT(self.root.stat().st_mode)
+                except OSError:
+                    now = 0
+                if now != absent:
+                    absent = now
+                    await self._sync_logged()  # reports it (gone, or a file now) and withdraws nothing
                 # The directory is gone (or not there yet): look again shortly, then catch up.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), 0.5)
                 continue
+            absent = None
             try:
                 await self._watch_once(awatch, ident)
             except Exception:
@@ -243,9 +515,14 @@ class FileSource:
                     # The directory itself was replaced or removed (its inode may even be reused by the new
                     # one, so its own deletion event counts too): the old watch is dead, watch the new one.
                     return
-                if changes or time.monotonic() - last_full >= self.rescan_s:
-                    await self._sync_logged()
+                if time.monotonic() - last_full >= self.rescan_s:
+                    await self._sync_logged()  # the periodic walk: stats only, parses only what changed
                     last_full = time.monotonic()
+                elif changes:
+                    targets = self._targets(changes)
+                    await self._sync_logged(targets)
+                    if targets is None:
+                        last_full = time.monotonic()
                 pending = asyncio.ensure_future(changes_iter.__anext__())
         finally:
             pending.cancel()
@@ -254,14 +531,17 @@ class FileSource:
             with contextlib.suppress(BaseException):
                 await changes_iter.aclose()
 
-    async def _sync_logged(self) -> None:
+    async def _sync_logged(self, targets: set[Path] | None = None) -> None:
         try:
-            await self.sync()
+            await self.sync(targets)
         except Exception:
             log.exception("%s: rescan failed; the last good objects keep serving", self.root)
 
     async def stop(self) -> None:
+        """Stop watching. A scan running in its thread is told to give up (it looks at the flag between
+        directories and files) and is not waited for: stopping never depends on the file system."""
         self._stop.set()
+        self._halt.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
