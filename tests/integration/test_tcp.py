@@ -52,8 +52,10 @@ def assert_answer(reply: bytes | None, query: bytes, expected: str, what: str) -
     assert got == want, f"{what}: answer differs\n missing: {sorted(want - got)[:3]}\n extra: {sorted(got - want)[:3]}"
 
 
-def connect(handle: DnsdHandle, timeout: float = 3.0) -> socket.socket:
-    return socket.create_connection(handle.addr, timeout=timeout)
+def connect(handle: DnsdHandle, timeout: float = 3.0, source: str | None = None) -> socket.socket:
+    """A connection from 127.0.0.1, or from `source` (another loopback address: a distinct client for the
+    per-client connection cap)."""
+    return socket.create_connection(handle.addr, timeout=timeout, source_address=(source, 0) if source else None)
 
 
 def ask(sock: socket.socket, name: str = WEB, expected: str = WEB_A, what: str = "query") -> None:
@@ -319,15 +321,16 @@ def test_client_gone_mid_frame(server: DnsdHandle, how: str) -> None:
 
 
 def test_connection_cap(dnsd_factory: Factory) -> None:
-    """max_connections 5: five connections are served, a sixth is refused or closed without an
-    answer, and once one closes a new connection is served again."""
+    """max_connections 5: five connections (from five client addresses, so the per-client cap does not
+    come first) are served, a sixth is refused or closed without an answer, and once one closes a new
+    connection is served again."""
     handle = dnsd_factory(config=config(max_connections=5, idle_timeout=10, message_timeout=2))
-    conns = [connect(handle) for _ in range(5)]
+    conns = [connect(handle, source=f"127.0.0.{10 + i}") for i in range(5)]
     try:
         for i, c in enumerate(conns):
             ask(c, what=f"connection {i + 1} of 5")
         try:
-            sixth = connect(handle)
+            sixth = connect(handle, source="127.0.0.20")
         except ConnectionRefusedError:
             sixth = None
         if sixth is not None:
@@ -345,7 +348,7 @@ def test_connection_cap(dnsd_factory: Factory) -> None:
 
         def new_one_served() -> bool:
             try:
-                with connect(handle, timeout=1.0) as c:
+                with connect(handle, timeout=1.0, source="127.0.0.21") as c:
                     q = query_bytes()
                     c.sendall(tcp_frame(q))
                     reply = read_tcp_message(c)
