@@ -56,3 +56,12 @@ bench: $(STAMP) system-bench-deps
 
 clean:
 	rm -rf $(VENV) bench/out .pytest_cache .mypy_cache .ruff_cache
+
+# Fuzz the header check, the parser and the engine for FUZZ_SECONDS (tests/fuzz/fuzz_engine.py): coverage-guided
+# with atheris when PyPI has a wheel for this Python, else structured fuzzing. Failing inputs go to tests/fuzz/out/.
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz
+fuzz: $(STAMP)
+	@$(BIN)/python -c "import atheris" 2>/dev/null || $(BIN)/pip install -q --only-binary=atheris atheris || \
+	  echo "atheris cannot be installed for this Python: structured fuzzing without coverage guidance"
+	$(BIN)/python tests/fuzz/fuzz_engine.py --seconds $(FUZZ_SECONDS)
