@@ -244,6 +244,7 @@ class FileSource:
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._halt = threading.Event()  # the same for the scan thread: give up and return
+        self._scanning = threading.Lock()
         self._lock = asyncio.Lock()  # one scan at a time (watch, SIGHUP): a batch is prepared against the last
         self.armed = asyncio.Event()  # set once the directory watch is in place
 
@@ -319,7 +320,7 @@ class FileSource:
     def _report(self, w: Walk) -> None:
         """Log each walk problem once at ERROR (and once at INFO when it has cleared)."""
         for key, message in w.problems.items():
-            if key not in self._problems:
+            if self._problems.get(key) != message:
                 self.scan_errors += 1
                 log.error("%s", message)
         for key, message in self._problems.items():
@@ -410,7 +411,7 @@ class FileSource:
         changed = 0
         async with self._lock:
             for _ in range(MAX_SETTLE_ROUNDS):
-                result = await asyncio.to_thread(self._scan, targets)
+                result = await self._off_loop(targets)
                 if result is None:
                     break
                 changed += self.store.commit(result.batch)
@@ -419,6 +420,35 @@ class FileSource:
                 await asyncio.sleep(result.wait)
                 targets = result.waiting  # look again at just the files still being written
         return changed
+
+    async def _off_loop(self, targets: set[Path] | None) -> _Round | None:
+        """Run _scan in a daemon thread of its own rather than the loop's executor: a scan parsing a big file
+        cannot be interrupted, and the executor's threads are waited for when the process exits, so a SIGTERM
+        would wait for the parse. A scan left behind by stop() ends with the process."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[_Round | None] = loop.create_future()
+
+        def settle(result: _Round | None, exc: BaseException | None) -> None:
+            if fut.done():
+                return  # cancelled (stop): nobody waits for it
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(result)
+
+        def run() -> None:
+            with self._scanning:  # one scan thread at a time, even when a cancelled one is still finishing
+                result: _Round | None = None
+                error: BaseException | None = None
+                try:
+                    result = self._scan(targets)
+                except BaseException as exc:
+                    error = exc
+            with contextlib.suppress(RuntimeError):  # the loop has closed: the process is exiting
+                loop.call_soon_threadsafe(settle, result, error)
+
+        threading.Thread(target=run, name="dnsd-files-scan", daemon=True).start()
+        return await fut
 
     def _targets(self, changes: set[tuple[Any, str]]) -> set[Path] | None:
         """The files a batch of change events names, when re-reading just them is enough; None: walk.

@@ -216,6 +216,7 @@ class Store:
         self.serial = int(time.time())
         self._listeners: list[Callable[[set[Tag]], None]] = []
         self._ready_cache: dict[ServiceKey, list[ReadyAddress]] = {}
+        self._retired: _Tables | None = None  # replaced by the last commit; dropped by the next prepare
 
     def _publish(self, t: _Tables) -> None:
         self._t = t
@@ -239,6 +240,9 @@ class Store:
     def prepare(self, upserts: Iterable[KubeObject], deletes: Iterable[ObjectKey]) -> Prepared:
         """Work a batch out on a copy of the tables. Reads the store and writes nothing, so it may run in a
         thread while the loop answers queries; the one writer (the source) must commit before preparing again."""
+        # The tables the last commit replaced are freed here, where freeing a big batch's worth of objects
+        # holds up only this thread, not the loop.
+        self._retired = None
         ups = list(upserts)
         dels = list(deletes)
         if not ups and not dels:
@@ -293,6 +297,7 @@ class Store:
             batch = self.prepare(batch.upserts, batch.deletes)
         if not batch.changed:
             return 0
+        self._retired = self._t
         self._publish(batch.tables)
         self.version += 1
         self._bump(batch.tags)

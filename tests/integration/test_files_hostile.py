@@ -123,13 +123,16 @@ def test_fd_exhaustion_keeps_serving(root: Path, procs: list[DnsdProcess]) -> No
     assert not logged(p, "removed", "s1.yaml")
 
 
-def test_root_replaced_by_a_file_keeps_serving(
+def test_root_removed_then_a_file_keeps_serving(
     dnsd_factory: Callable[..., DnsdHandle], root: Path, errors: Callable[[], list[str]]
 ) -> None:
     (root / "web.yaml").write_text(svc_yaml("web", "10.96.0.20"))
     h = dnsd_factory(root)
     assert a_answer(h, "web") == a_ok("web", "10.96.0.20")
     shutil.rmtree(root)
+    # Removed: reported, nothing withdrawn (a directory being replaced, an unmounted volume).
+    wait_until(lambda: [e for e in errors() if str(root) in e and "does not exist" in e], TIMEOUT)
+    assert a_answer(h, "web") == a_ok("web", "10.96.0.20")
     root.write_text(NS_YAML)
     wait_until(lambda: [e for e in errors() if str(root) in e and "is a file" in e], TIMEOUT)
     assert a_answer(h, "web") == a_ok("web", "10.96.0.20")
