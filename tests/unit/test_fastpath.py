@@ -16,7 +16,14 @@ from dnsd.cluster.records import ClusterRecords
 from dnsd.config import ClusterConfig
 from dnsd.engine.chain import Chain
 from dnsd.engine.engine import Engine
-from dnsd.engine.fastpath import ENTRY_OVERHEAD, EXACT_BUDGET, EXACT_OVERHEAD, MAX_EXACT_PER_ENTRY, FastTable
+from dnsd.engine.fastpath import (
+    ENTRY_OVERHEAD,
+    EXACT_BUDGET,
+    EXACT_OVERHEAD,
+    MAX_EXACT_PER_ENTRY,
+    FastTable,
+    parsed_length,
+)
 from dnsd.store.model import Endpoint, EndpointPort, EndpointSlice, Namespace, Service, ServicePort
 from dnsd.store.store import Store
 
@@ -258,3 +265,36 @@ def test_entry_gets_exact_slots_again_after_the_exact_tables_are_cleared() -> No
     engine.handle(last, False)
     assert last[2:] in engine.table.exact_udp, "the entry must get exact slots again after the clear"
     assert engine.counters.fast_hits == hits + 1
+
+
+def _q(*, edns: bool = False, tsig: bool = False, ixfr_soa: bool = False) -> bytes:
+    """A query after its ID: one question, optionally a SOA in authority, an OPT and a TSIG in additional."""
+    name = b"\x03web\x07default\x03svc\x07cluster\x05local\x00"
+    auth = b"\xc0\x0c" + struct.pack("!HHIH", 6, 1, 0, 22) + b"\x00\x00" + bytes(20) if ixfr_soa else b""
+    add = b""
+    if edns:
+        add += b"\x00" + struct.pack("!HHIH", 41, 1232, 0, 4) + struct.pack("!HH", 3, 0)
+    if tsig:
+        rdata = b"\x00" + struct.pack("!HIHH", 0, 0, 300, 0) + struct.pack("!HHH", 1, 0, 0)
+        add += b"\x03key\x00" + struct.pack("!HHIH", 250, 255, 0, len(rdata)) + rdata
+    flags_counts = struct.pack("!5H", 0x0100, 1, 0, 1 if ixfr_soa else 0, int(edns) + int(tsig))
+    return flags_counts + name + struct.pack("!HH", 251 if ixfr_soa else 1, 1) + auth + add
+
+
+PARSED = [
+    ("question only", _q(), len(_q())),
+    ("with OPT", _q(edns=True), len(_q(edns=True))),
+    ("with OPT and TSIG", _q(edns=True, tsig=True), len(_q(edns=True, tsig=True))),
+    ("IXFR with a SOA (owner a pointer)", _q(ixfr_soa=True), len(_q(ixfr_soa=True))),
+    ("trailing octets", _q(edns=True) + b"\x00\xff", len(_q(edns=True))),
+    ("shorter than a header", b"\x01\x00\x00\x01", -1),
+    ("name cut", _q()[:20], -1),
+    ("record fixed part cut", _q(edns=True)[:-8], -1),
+    ("record data cut", _q(edns=True)[:-2], -1),
+]
+
+
+@pytest.mark.parametrize(("data", "want"), [(d, w) for _, d, w in PARSED], ids=[n for n, _, _ in PARSED])
+def test_parsed_length(data: bytes, want: int) -> None:
+    """The octets the parser reads, which is what an exact-query slot may be keyed on; -1 past the end."""
+    assert parsed_length(data) == want
