@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def server_ips(cfg: Config) -> list[str]:
-    """Our own non-loopback addresses, for the apex NS answer (spec 3.7 nsAddrs)."""
+    """Our own non-loopback addresses, for the apex NS answer (CoreDNS nsAddrs)."""
     ips: list[str] = []
     wildcard = False
     for addr in cfg.listen:

@@ -1,6 +1,8 @@
 """Kubernetes DNS records (spec 1.1.0) answered as CoreDNS's kubernetes plugin answers them.
 
-Section numbers in comments refer to ../shared/docs/k8s-dns-spec.md (the spec digest).
+Section numbers in comments refer to the Kubernetes DNS-Based Service Discovery spec 1.1.0
+(https://github.com/kubernetes/dns/blob/master/docs/specification.md); where the spec is silent, comments name the
+CoreDNS behaviour or option that dnsd follows.
 """
 
 from __future__ import annotations
@@ -32,9 +34,9 @@ from dnsd.proto.answer import (
 from dnsd.store.model import Service
 from dnsd.store.store import ABSENT_IP, ReadyAddress, Store
 
-DNS_VERSION_TTL = 28800  # spec 3.1: always 28800 whatever `ttl` says
+DNS_VERSION_TTL = 28800  # spec 2.2 (CoreDNS): always 28800 whatever `ttl` says
 MAX_CNAME_CHAIN = 8  # in-zone ExternalName chains longer than this are SERVFAIL (CoreDNS file plugin limit)
-SOA_REFRESH, SOA_RETRY, SOA_EXPIRE = 7200, 1800, 86400  # spec 3.7
+SOA_REFRESH, SOA_RETRY, SOA_EXPIRE = 7200, 1800, 86400  # CoreDNS's apex SOA (the spec does not define the SOA)
 # Records built per answer. A Service may list many ports and its slices hold up to 1000 endpoints each, so one
 # SRV name can select 100 000 (address, port) pairs: building and rendering all of them would cost seconds per
 # query for a reply that is cut at 64 KB anyway (RFC 1035 4.2.2). The caps are what a 64 KB TCP message holds.
@@ -48,7 +50,8 @@ def labels_of(name: str) -> Labels:
 
 @dataclass(slots=True)
 class _Item:
-    """One (address, port) pair of a lookup, before de-duplication (spec 3.3: N counts these)."""
+    """One (address, port) pair of a lookup, before de-duplication (spec 2.3.2 / 2.4.2 with CoreDNS's weights: N
+    counts these)."""
 
     target: Labels
     address: str
@@ -59,7 +62,7 @@ class _Item:
 @dataclass(frozen=True, slots=True)
 class _Items:
     """The items a name selects, made lazily so that an answer stops at its cap (MAX_SRV_RRS) without building
-    the rest; count is spec 3.3's N, every (address, port) pair before de-duplication."""
+    the rest; count is CoreDNS's SRV-weight N, every (address, port) pair before de-duplication."""
 
     count: int
     each: Iterator[_Item]
@@ -103,7 +106,7 @@ class ClusterRecords:
             ans = Answer(SERVFAIL, zone=zone, cacheable=False)
         if ans.rcode == NXDOMAIN:
             if any(name[len(name) - len(z) :] == z for z in self.fallthrough):
-                return None  # spec 5.6: only NXDOMAIN falls through, never NODATA
+                return None  # CoreDNS `fallthrough`: only NXDOMAIN falls through, never NODATA
             if not self.store.synced:
                 # Before the first sync an absent name may exist: SERVFAIL with the SOA, never NXDOMAIN.
                 ans = Answer(SERVFAIL, cacheable=False)
@@ -122,7 +125,7 @@ class ClusterRecords:
         if not rel:
             return self._apex(qtype, zone, tags)
         if rel == ("dns-version",):
-            # spec 3.1; any other type is NXDOMAIN (CoreDNS quirk, spec section 4)
+            # spec 2.2; any other type is NXDOMAIN (a CoreDNS quirk)
             if qtype == TXT:
                 return Answer(NOERROR, [RR(name, TXT, DNS_VERSION_TTL, ("1.1.0",))])
             return self._nx()
@@ -144,7 +147,7 @@ class ClusterRecords:
         return Answer(NOERROR)
 
     def soa(self, zone: Labels) -> RR:
-        """spec 3.7: `<zone> min(ttl,300) SOA ns.dns.<zone> hostmaster.<zone> serial 7200 1800 86400 ttl`."""
+        """CoreDNS's apex SOA: `<zone> min(ttl,300) SOA ns.dns.<zone> hostmaster.<zone> serial 7200 1800 86400 ttl`."""
         return RR(
             zone,
             SOA,
@@ -161,11 +164,12 @@ class ClusterRecords:
         )
 
     def exposed(self, ns: str) -> bool:
-        """spec 2.4: listed in `namespaces` (or no list) and a Namespace object exists."""
+        """CoreDNS `namespaces`: listed in `namespaces` (or no list) and a Namespace object exists."""
         return (not self.cfg.namespaces or ns in self.cfg.namespaces) and ns in self.store.namespaces
 
     def endpoint_name(self, item: ReadyAddress) -> str:
-        """spec 2.3: hostname, then (endpoint_pod_names) the pod name under 64 chars, then the dashed IP."""
+        """spec 2.4.1: hostname, then (CoreDNS `endpoint_pod_names`) the pod name under 64 chars, then the dashed
+        IP."""
         ep = item.endpoint
         if ep.hostname:
             return ep.hostname
@@ -193,7 +197,7 @@ class ClusterRecords:
         return self._nodata()
 
     def _ns_names(self, zone: Labels) -> dict[Labels, list[str]]:
-        """spec 3.7 nsAddrs: the services whose endpoints hold one of our own IPs, else ns.dns.<zone>."""
+        """CoreDNS nsAddrs: the services whose endpoints hold one of our own IPs, else ns.dns.<zone>."""
         out: dict[Labels, list[str]] = {}
         for ip in self.server_ips:
             for svc, item in self.store.endpoints_with_ip(ip):
@@ -242,10 +246,10 @@ class ClusterRecords:
         tags.add(("svc", ns, svc_name))
         below = rel[:-2]
         if len(below) > 2:
-            return self._nx()  # spec section 1: too many labels
+            return self._nx()  # spec 2.4.1: at most <hostname>.<service>.<ns>.svc.<zone>
         if svc.external_name:
             if below:
-                return self._nx()  # nothing below an ExternalName resolves (spec 3.6)
+                return self._nx()  # nothing below an ExternalName resolves (spec 2.5)
             return self._external(name, svc, qtype, zone, tags, chain)
         items = self._service_items(svc, below, zone)
         if items is None:
@@ -257,18 +261,18 @@ class ClusterRecords:
         base = (svc.name, svc.namespace, "svc", *zone)
         ready = self.store.ready_addresses(svc.namespace, svc.name)
         if svc.headless or len(below) == 1:
-            # Headless services, and endpoint names under any service (CoreDNS extension, spec 3.4).
+            # Headless services, and endpoint names under any service (CoreDNS extension of spec 2.4.1).
             chosen = ready
             if len(below) == 1:
                 chosen = [r for r in ready if self.endpoint_name(r) == below[0]]
             if not chosen:
-                return None  # spec 3.4: no ready endpoint (or no such endpoint) is NXDOMAIN
+                return None  # spec 2.4.1: no ready endpoint (or no such endpoint) is NXDOMAIN
             if len(below) == 2:
                 by_port = self._by_port(chosen, below, base)
                 return _Items(len(by_port), iter(by_port)) if by_port else None
             return _Items(sum(len(r.slice.ports) for r in chosen), self._endpoint_items(chosen, base))
         if self.cfg.ignore_empty_service and not ready:
-            return None  # spec 5.7
+            return None  # CoreDNS `ignore empty_service`
         ports = [(p.name, p.protocol, p.port) for p in svc.ports] or [("", "tcp", -1)]
         if len(below) == 2:
             pname, proto = below[0].removeprefix("_"), below[1].removeprefix("_")
@@ -285,7 +289,8 @@ class ClusterRecords:
                 yield _Item(target, r.address, p.port)
 
     def _by_port(self, chosen: list[ReadyAddress], below: Labels, base: Labels) -> list[_Item]:
-        """`_<port>._<proto>` below a headless service: any two labels, a leading '_' optional (spec 1)."""
+        """`_<port>._<proto>` below a headless service: any two labels, a leading '_' optional (as CoreDNS reads
+        spec 2.4.2)."""
         pname, proto = below[0].removeprefix("_"), below[1].removeprefix("_")
         return [
             _Item((self.endpoint_name(r), *base), r.address, p.port)
@@ -311,9 +316,9 @@ class ClusterRecords:
         return self._nodata()
 
     def _srv(self, name: Labels, items: _Items) -> Answer:
-        """spec 3.3: priority 0, weight max(1, floor(100/N)) with N counted before de-duplication,
-        then one record per distinct (target, port) and one glue record per distinct (target, address);
-        at most MAX_SRV_RRS records, the glue of the targets they name."""
+        """spec 2.3.2 / 2.4.2 as CoreDNS answers them: priority 0, weight max(1, floor(100/N)) with N counted before
+        de-duplication, then one record per distinct (target, port) and one glue record per distinct (target,
+        address); at most MAX_SRV_RRS records, the glue of the targets they name."""
         if not items.count:
             return self._nodata()
         weight = max(1, 100 // items.count)
@@ -338,7 +343,7 @@ class ClusterRecords:
     def _external(
         self, name: Labels, svc: Service, qtype: int, zone: Labels, tags: set[Tag], chain: tuple[Labels, ...]
     ) -> Answer:
-        """spec 3.6: CNAME, chased locally when the target is in a zone we serve."""
+        """spec 2.5: CNAME, chased locally when the target is in a zone we serve."""
         try:
             ipaddress.ip_address(svc.external_name)
             return self._nx()  # an IP-like externalName is ignored (CoreDNS quirk)
@@ -368,7 +373,7 @@ class ClusterRecords:
     # ------------------------------------------------------------ pods
 
     def _pod(self, name: Labels, rel: Labels, qtype: int, tags: set[Tag]) -> Answer:
-        """spec 3.8: `<dashed-ip>.<ns>.pod.<zone>` in insecure or verified mode."""
+        """CoreDNS `pods` (not in the spec): `<dashed-ip>.<ns>.pod.<zone>` in insecure or verified mode."""
         if not rel:
             return self._nodata()  # pod.<zone> is NODATA in every mode
         if self.cfg.pods == "disabled" or len(rel) > 2:
@@ -392,7 +397,7 @@ class ClusterRecords:
     # ------------------------------------------------------------ reverse
 
     def _reverse(self, rel: Labels, qtype: int, zone: Labels, tags: set[Tag]) -> Answer:
-        """spec 3.5: PTR for ClusterIPs (first service) and ready endpoint IPs (one per service and name)."""
+        """spec 2.3.3 / 2.4.3: PTR for ClusterIPs (first service) and ready endpoint IPs (one per service and name)."""
         if not rel:
             if qtype == SOA:
                 return Answer(NOERROR, [self.soa(zone)])
@@ -427,11 +432,11 @@ class ClusterRecords:
 # ---------------------------------------------------------------- name helpers
 
 _OCTET = re.compile(r"[0-9]{1,3}")  # one in-addr.arpa label (ASCII digits only)
-_DASHED_IP = re.compile(r"[0-9a-f-]+")  # a dashed IP label (spec 2.3), lower-cased like every query label
+_DASHED_IP = re.compile(r"[0-9a-f-]+")  # a dashed IP label (CoreDNS pod names), lower-cased like every label
 
 
 def dashed(address: str) -> str:
-    """spec 2.3: 10.11.12.13 -> 10-11-12-13; IPv6 colons to dashes, a trailing '-' gets a '0'."""
+    """CoreDNS's dashed IP: 10.11.12.13 -> 10-11-12-13; IPv6 colons to dashes, a trailing '-' gets a '0'."""
     if ":" in address:
         out = address.lower().replace(":", "-")
         return out + "0" if out.endswith("-") else out
@@ -439,7 +444,7 @@ def dashed(address: str) -> str:
 
 
 def undash(label: str) -> str | None:
-    """spec 3.8: exactly 3 dashes and no '--' is IPv4, otherwise IPv6; None if it is not an IP.
+    """CoreDNS `pods`: exactly 3 dashes and no '--' is IPv4, otherwise IPv6; None if it is not an IP.
 
     Only ASCII hex digits and dashes can make an address: ipaddress would accept an IPv6 zone index
     (`fe80--1%eth0`), which Go's net.ParseIP, and so CoreDNS, rejects."""

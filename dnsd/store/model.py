@@ -322,7 +322,7 @@ def service_from(doc: Mapping[str, Any], notes: Notes) -> Service:
 
 
 def _hostname(value: Any, what: str, notes: Notes) -> str:
-    """An endpoint hostname becomes a label of its DNS name (spec 2.3): a valid RFC 1123 label or nothing.
+    """An endpoint hostname becomes a label of its DNS name (spec 2.4.1): a valid RFC 1123 label or nothing.
 
     The API validates it as a DNS-1123 label, so an invalid one comes from a hand-written file; it is dropped
     with a warning and the endpoint keeps its dashed-IP name, never a label with an escaped dot in it."""
