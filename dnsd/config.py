@@ -212,6 +212,7 @@ def _list(item: Callable[[Any, str], T]) -> Callable[[Any, str], tuple[T, ...]]:
     return conv
 
 
+MAX_CLUSTER_DOMAIN = 56
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 
 
@@ -329,6 +330,10 @@ def _cluster(value: Any, path: str) -> ClusterConfig:
     data = _section(value, path, keys)
     d = ClusterConfig()
     domain = _get(data, "domain", path, _domain, d.domain)
+    if len(domain) > MAX_CLUSTER_DOMAIN:
+        # The longest name the cluster link writes is `<63>.<63>.<63>.svc.<domain>.` (an endpoint of a service in a
+        # namespace, each a 63-octet label): 199 octets plus the domain must stay within 255 (RFC 1035 2.3.4).
+        raise _fail(f"{path}.domain", f"must be at most {MAX_CLUSTER_DOMAIN} characters", domain)
     reverse = _get(data, "reverse_zones", path, _list(_domain), d.reverse_zones)
     for i, zone in enumerate(reverse):
         if not (zone.endswith("in-addr.arpa") or zone.endswith("ip6.arpa")):
