@@ -90,6 +90,8 @@ class FastTable:
         if query_after_id in table:
             return  # already there (a slot of another entry for the same octets: keep that one)
         cost = len(query_after_id) + len(reply_after_id) + EXACT_OVERHEAD
+        if cost > self.exact_budget:
+            return  # would not fit even in empty tables
         if len(table) >= 2 * self.max_entries or self.exact_bytes + cost > self.exact_budget:
             self.clear_exact()  # a cheap bound; hot queries come back on their next ask
         table[query_after_id] = reply_after_id

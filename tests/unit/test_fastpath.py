@@ -201,8 +201,8 @@ def _exact_cost(table: FastTable) -> int:
 
 @pytest.mark.parametrize(
     ("entry_budget", "exact_budget"),
-    [(20_000, 1_000_000), (1_000_000, 8_000), (6_000, 3_000)],
-    ids=["entries-bound", "exact-bound", "both-bound"],
+    [(20_000, 1_000_000), (1_000_000, 8_000), (6_000, 3_000), (1_000_000, 100)],
+    ids=["entries-bound", "exact-bound", "both-bound", "exact-smaller-than-a-slot"],
 )
 def test_tables_stay_within_their_byte_budgets(entry_budget: int, exact_budget: int) -> None:
     engine, _ = _engine()
