@@ -24,10 +24,14 @@ import gc
 import itertools
 import logging
 import os
+import pickle
 import stat
+import struct
+import subprocess
+import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +54,10 @@ MAX_ENTRIES = 200_000  # directory entries looked at (files, directories, anythi
 # A scan reading more than this parses with the cyclic garbage collector paused and freezes what it built: a
 # full collection over a million objects holds the GIL, and so the event loop, for a second or more each time.
 BIG_READ_BYTES = 8 * 1024 * 1024
+# A file bigger than this is parsed in a child process (see _parse_apart): libyaml builds a `kind: List` as one
+# document in one call that holds the GIL (over a second for 60 MB) and takes 50 bytes of memory per byte read.
+PARSE_APART_BYTES = 8 * 1024 * 1024
+_CHUNK = 2000  # objects per message from the child: each is unpickled in one GIL-holding call of a few ms
 # Entry errors that mean "this entry is not there" (removed while we looked, a dangling or looping symlink).
 _GONE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG)
 
@@ -183,6 +191,74 @@ def _inside(real: str, real_root: str) -> bool:
     return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
 
 
+_CHILD = """
+import sys
+from dnsd.sources.files import _parse_child
+_parse_child(sys.argv[1])
+"""
+
+
+class _Forward(logging.Handler):
+    """In the parse child: every log record goes to the parent, which logs it as its own."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        _send(("log", {"name": record.name, "levelno": record.levelno, "levelname": record.levelname,
+                       "msg": record.getMessage(), "args": None}))  # fmt: skip
+
+
+def _send(message: tuple[str, Any]) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    sys.stdout.buffer.write(struct.pack("!I", len(data)) + data)
+
+
+def _parse_child(path: str) -> None:
+    """The child process: parse one file and send the result (a head, then the objects in chunks)."""
+    gc.disable()  # a short-lived process: collections over the parse's millions of objects would only cost
+    root = logging.getLogger()
+    root.handlers[:] = [_Forward()]
+    root.setLevel(logging.DEBUG)
+    result = parse_file(Path(path))
+    objects = result.objects or ()
+    _send(("head", (replace(result, objects=None if result.objects is None else ()), len(objects))))
+    for i in range(0, len(objects), _CHUNK):
+        _send(("objects", objects[i : i + _CHUNK]))
+    sys.stdout.flush()
+
+
+def _parse_apart(path: Path) -> Parsed:
+    """parse_file in a child process: the parse's GIL-holding calls and its memory peak stay out of the server;
+    the objects come back in chunks, so unpickling them never holds the GIL long either. A child that dies (out
+    of memory) is the file's error, and its last good objects keep serving."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(path)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env
+    )
+    assert proc.stdout is not None
+    head: Parsed | None = None
+    objects: list[Located] = []
+    want = -1
+    try:
+        while True:
+            size = proc.stdout.read(4)
+            if len(size) < 4:
+                break
+            kind, payload = pickle.loads(proc.stdout.read(struct.unpack("!I", size)[0]))
+            if kind == "log":
+                logging.getLogger(payload["name"]).log(payload["levelno"], "%s", payload["msg"])
+            elif kind == "head":
+                head, want = payload
+            else:
+                objects.extend(payload)
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as exc:
+        log.debug("%s: parse child: %s", path, exc)
+    finally:
+        proc.stdout.close()
+        code = proc.wait()
+    if head is None or len(objects) != want:
+        return Parsed(None, f"{path}: cannot read: the parser process ended with status {code}")
+    return head if head.objects is None else replace(head, objects=tuple(objects))
+
+
 def manifest_files(root: Path) -> list[Path]:
     """Every manifest below root, sorted by path (see walk)."""
     return sorted(walk(root).files)
@@ -235,6 +311,7 @@ class FileSource:
         self.scan_errors = 0
         self.walks = 0  # walks of the directory tree so far
         self.reads = 0  # files parsed so far
+        self.reads_apart = 0  # of which in a child process (bigger than PARSE_APART_BYTES)
         self._defs: dict[ObjectKey, dict[Path, tuple[KubeObject, int]]] = {}  # key -> file -> (object, index)
         self._by_file: dict[Path, dict[ObjectKey, tuple[KubeObject, int]]] = {}
         self._dirs: dict[Path, bool] = {}  # read completely by the last walk -> reached through a symlink
@@ -307,7 +384,11 @@ class FileSource:
                 wait = max(wait, SETTLE_S - age)
                 waiting.add(path)
                 continue
-            result = parse_file(path)
+            if sig[1] > PARSE_APART_BYTES:
+                result = _parse_apart(path)
+                self.reads_apart += 1
+            else:
+                result = parse_file(path)
             self.reads += 1
             if signature(path, sig[3] != str(path)) != sig:
                 wait = max(wait, SETTLE_S)  # it changed while we read it
