@@ -2,9 +2,10 @@
 
 Every change is applied as one batch, so answers always come from one consistent snapshot: the batch is worked
 out in a thread (reading, parsing, merging and Store.prepare) and swapped into the store on the event loop in one
-step (Store.commit), so even a file of 100,000 objects does not hold up answers. A file that does not parse, or
-holds an invalid object, is reported once with its path, line and reason, and the objects it held before keep
-serving.
+step (Store.commit), so even a file of 100,000 objects does not hold up answers. A file over PARSE_APART_BYTES
+is parsed in a child process, which keeps libyaml's GIL-holding calls and its memory peak (about 50 times the
+file) out of the server. A file that does not parse, or holds an invalid object, is reported once with its
+path, line and reason, and the objects it held before keep serving.
 
 Only a directory that was read completely can lose files: when a directory cannot be read (EMFILE, EACCES, EIO,
 ...) or the walk stops at one of its bounds (MAX_DEPTH, MAX_ENTRIES), the files below it keep their last good
