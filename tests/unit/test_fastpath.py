@@ -298,3 +298,29 @@ PARSED = [
 def test_parsed_length(data: bytes, want: int) -> None:
     """The octets the parser reads, which is what an exact-query slot may be keyed on; -1 past the end."""
     assert parsed_length(data) == want
+
+
+def _spellings(name: str, n: int) -> list[str]:
+    """n distinct spellings of one name (RFC 4343): the k-th upper-cases the letters where k has a bit set."""
+    letters = [i for i, c in enumerate(name) if c.isalpha()]
+    out = []
+    for k in range(n):
+        chars = list(name)
+        for bit, i in enumerate(letters):
+            if (k >> bit) & 1:
+                chars[i] = chars[i].upper()
+        out.append("".join(chars))
+    return out
+
+
+def test_exact_tables_hold_up_to_twice_max_entries() -> None:
+    """The count bound of the exact tables (besides the byte budget): 2 x max_entries slots are kept, one more
+    clears them."""
+    engine, _ = _engine()
+    engine.table.max_entries = 10
+    for name in ("web.default.svc.cluster.local.", "api.default.svc.cluster.local."):
+        for s in _spellings(name, 10):
+            engine.handle(dns.message.make_query(s, "A").to_wire(), False)
+    assert len(engine.table.exact_udp) == 20, "2 x max_entries slots must all be kept"
+    engine.handle(dns.message.make_query("web.DEFAULT.svc.cluster.local.", "A").to_wire(), False)  # a new spelling
+    assert len(engine.table.exact_udp) == 1, "one more slot clears the tables"
