@@ -208,6 +208,7 @@ def test_tables_stay_within_their_byte_budgets(entry_budget: int, exact_budget: 
     engine, _ = _engine()
     engine.table.entry_budget = entry_budget
     engine.table.exact_budget = exact_budget
+    peak_entries = peak_exact = 0
     for i in range(400):
         for tcp in (False, True):
             q = dns.message.make_query(f"name{i}.default.svc.cluster.local.", "A")
@@ -216,12 +217,17 @@ def test_tables_stay_within_their_byte_budgets(entry_budget: int, exact_budget: 
             assert table.entry_bytes <= entry_budget
             assert table.exact_bytes <= exact_budget
             assert table.exact_bytes == _exact_cost(table)
+            peak_entries, peak_exact = max(peak_entries, table.entry_bytes), max(peak_exact, table.exact_bytes)
             assert table.entry_bytes == sum(
                 len(k) + len(e.rendered.data) + ENTRY_OVERHEAD for k, e in table.entries.items()
             )
-    # 800 entries and 800 exact slots were made: each small budget must have dropped some.
+    # 800 entries and 800 exact slots were made: each small budget must have dropped some, and only when the
+    # budget was (nearly) used: one more entry or slot (under 400 octets here) would not have fitted.
     if entry_budget < 100_000:
         assert len(engine.table) < 800, "the entry budget should have evicted entries"
+        assert peak_entries > entry_budget - 400, f"entries evicted early: at most {peak_entries} of {entry_budget}"
+    if 1_000 < exact_budget < 100_000:
+        assert peak_exact > exact_budget - 400, f"exact tables cleared early: at most {peak_exact} of {exact_budget}"
     if exact_budget < 100_000:
         assert len(engine.table.exact_udp) + len(engine.table.exact_tcp) < 800, "the exact budget should have cleared"
 
