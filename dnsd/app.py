@@ -85,6 +85,8 @@ class App:
         try:
             await self.source.start()
         except BaseException:
+            # Failed or cancelled (SIGTERM during the first load): end what the source started, then listen no more.
+            await self.source.stop()
             await self.server.close()
             raise
 

@@ -155,7 +155,18 @@ async def serve(cfg: Config) -> int:
     for sig in (signal.SIGUSR1, signal.SIGUSR2):
         loop.add_signal_handler(sig, _ignored, sig)
     try:
-        await app.start()
+        # SIGTERM during the first load (a big manifest directory can take many seconds) stops it at once.
+        starting = asyncio.ensure_future(app.start())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait((starting, stopping), return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            log.info("stopped while loading")
+            return 0
+        stopping.cancel()
+        starting.result()  # start-up errors (a port in use) propagate as before
         resyncer.ready = True
         for host, port in app.dns_addresses:
             shown = f"[{host}]" if ":" in host else host

@@ -226,7 +226,7 @@ def _parse_child(path: str) -> None:
     sys.stdout.flush()
 
 
-def _parse_apart(path: Path) -> Parsed:
+def _parse_apart(path: Path, children: set[subprocess.Popen[bytes]] | None = None) -> Parsed:
     """parse_file in a child process: the parse's GIL-holding calls and its memory peak stay out of the server;
     the objects come back in chunks, so unpickling them never holds the GIL long either. A child that dies (out
     of memory) is the file's error, and its last good objects keep serving."""
@@ -235,6 +235,8 @@ def _parse_apart(path: Path) -> Parsed:
         [sys.executable, "-c", _CHILD, str(path)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env
     )
     assert proc.stdout is not None
+    if children is not None:
+        children.add(proc)  # so that stop() can end it: stopping never waits for a parse
     head: Parsed | None = None
     objects: list[Located] = []
     want = -1
@@ -255,6 +257,8 @@ def _parse_apart(path: Path) -> Parsed:
     finally:
         proc.stdout.close()
         code = proc.wait()
+        if children is not None:
+            children.discard(proc)
     if head is None or len(objects) != want:
         return Parsed(None, f"{path}: cannot read: the parser process ended with status {code}")
     return head if head.objects is None else replace(head, objects=tuple(objects))
@@ -323,6 +327,7 @@ class FileSource:
         self._stop = asyncio.Event()
         self._halt = threading.Event()  # the same for the scan thread: give up and return
         self._scanning = threading.Lock()
+        self._children: set[subprocess.Popen[bytes]] = set()  # parse children running now (see _parse_apart)
         self._lock = asyncio.Lock()  # one scan at a time (watch, SIGHUP): a batch is prepared against the last
         self.armed = asyncio.Event()  # set once the directory watch is in place
 
@@ -386,7 +391,7 @@ class FileSource:
                 waiting.add(path)
                 continue
             if sig[1] > PARSE_APART_BYTES:
-                result = _parse_apart(path)
+                result = _parse_apart(path, self._children)
                 self.reads_apart += 1
             else:
                 result = parse_file(path)
@@ -654,6 +659,9 @@ class FileSource:
         directories and files) and is not waited for: stopping never depends on the file system."""
         self._stop.set()
         self._halt.set()
+        for child in list(self._children):
+            with contextlib.suppress(OSError):
+                child.kill()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
