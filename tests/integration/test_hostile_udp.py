@@ -10,6 +10,7 @@ one recvmmsg call (the test checks that it was one batch).
 from __future__ import annotations
 
 import os
+import select
 import socket
 import struct
 import threading
@@ -42,7 +43,9 @@ FORGED = [
     Forged("source port 0", "127.0.0.1", 0, False),  # dropped on receive: no reply is even tried
     Forged("broadcast source", "255.255.255.255", 5353, True),  # a reply is made; sendmmsg fails on it (EACCES)
 ]
-POSITIONS = [0, CLIENTS // 2, CLIENTS]  # forged datagram first, in the middle, last of the batch
+# Where the forged datagram sits in the batch: first, in the middle, second to last (one reply after it), last.
+POSITIONS = [0, CLIENTS // 2, CLIENTS - 1, CLIENTS]
+WARM_ROUNDS = 2  # batches of normal queries first, so the send slots past this batch hold older replies
 
 
 def start(path: str) -> DnsdHandle:
@@ -89,7 +92,7 @@ class Gate:
         self.release.wait(10)  # bounded: the test opens it at once after sending
 
 
-@pytest.mark.parametrize("position", POSITIONS, ids=["first", "middle", "last"])
+@pytest.mark.parametrize("position", POSITIONS, ids=["first", "middle", "second-to-last", "last"])
 @pytest.mark.parametrize("forged", FORGED, ids=lambda f: f.what)
 def test_forged_datagram_does_not_silence_its_batch(
     server: tuple[str, DnsdHandle], forged: Forged, position: int
@@ -109,6 +112,19 @@ def test_forged_datagram_does_not_silence_its_batch(
     clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(CLIENTS)]
     raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     try:
+        # Earlier batches, twice the size of the forged one: a send that ran past this batch's replies would
+        # resend their stale replies (a client would then get more than one reply).
+        gate = Gate(handle)
+        try:
+            for r in range(WARM_ROUNDS):
+                for i, sock in enumerate(clients):
+                    sock.sendto(query_wire(2000 + r * 100 + i), handle.addr)
+        finally:
+            gate.release.set()
+        for sock in clients:
+            sock.settimeout(2.0)
+            got = sorted(dns.message.from_wire(sock.recv(65535)).id for _ in range(WARM_ROUNDS))
+            assert got == sorted(2000 + r * 100 + clients.index(sock) for r in range(WARM_ROUNDS))
         spoofed = forged_datagram(forged.source, forged.port, handle.addr, query_wire(0xF00D))
         gate = Gate(handle)
         try:
@@ -128,8 +144,12 @@ def test_forged_datagram_does_not_silence_its_batch(
                 pytest.fail(f"client {i} of {CLIENTS} got no reply ({forged.what} at position {position}, {path})")
             assert reply.id == 1000 + i
             assert reply.rcode() == dns.rcode.NOERROR and reply.answer, reply.to_text()
+        # And nothing more (no stale or repeated reply): 0.2 s of silence on all the clients at once.
+        extra, _, _ = select.select(clients, [], [], 0.2)
+        assert not extra, f"clients {[clients.index(s) for s in extra]} got an extra datagram"
         if path == "batch":
-            assert max(batch_sizes) == CLIENTS + 1, f"the datagrams were not read as one batch: {batch_sizes}"
+            assert WARM_ROUNDS * CLIENTS in batch_sizes, f"the warm-up was not one batch: {batch_sizes}"
+            assert CLIENTS + 1 in batch_sizes, f"the datagrams were not read as one batch: {batch_sizes}"
         want_errors = 1 if forged.unsendable_reply else 0
         wait_until(lambda: listener.send_errors >= want_errors, timeout=2.0)
         assert handle.call(lambda: listener.send_errors) == want_errors

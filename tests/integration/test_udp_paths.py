@@ -122,13 +122,17 @@ CASES: list[tuple[str, str, Callable[[dns.message.Message], bool]]] = [
 def test_answers_are_the_same_on_both_paths(
     server: DnsdHandle, name: str, rdtype: str, ok: Callable[[dns.message.Message], bool]
 ) -> None:
+    counters = server.app.engine.counters
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(2.0)
         for qid in (1, 2, 3):  # the first is answered by the full path, the next from the fast path
+            hits = server.call(lambda: counters.fast_hits)
             sock.sendto(_query(name, qid, rdtype), server.addr)
             reply = dns.message.from_wire(sock.recv(65535))
             assert reply.id == qid
             assert ok(reply), reply.to_text()
+            if qid > 1 and reply.rcode() != dns.rcode.REFUSED:  # REFUSED is not cached
+                assert server.call(lambda: counters.fast_hits) == hits + 1, "a repeat must be an exact-query hit"
 
 
 @pytest.mark.parametrize("path", PATHS)
