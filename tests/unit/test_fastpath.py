@@ -295,6 +295,7 @@ PARSED = [
     ("trailing octets", _q(edns=True) + b"\x00\xff", len(_q(edns=True))),
     ("shorter than a header", b"\x01\x00\x00\x01", -1),
     ("name cut", _q()[:20], -1),
+    ("name cut right after a label", _q()[:14], -1),
     ("record fixed part cut", _q(edns=True)[:-8], -1),
     ("record data cut", _q(edns=True)[:-2], -1),
 ]
@@ -330,3 +331,30 @@ def test_exact_tables_hold_up_to_twice_max_entries() -> None:
     assert len(engine.table.exact_udp) == 20, "2 x max_entries slots must all be kept"
     engine.handle(dns.message.make_query("web.DEFAULT.svc.cluster.local.", "A").to_wire(), False)  # a new spelling
     assert len(engine.table.exact_udp) == 1, "one more slot clears the tables"
+
+
+def test_serial_change_keeps_exact_slots_without_a_serial() -> None:
+    """Only replies that carry the SOA serial lose their exact slots when it moves; an A answer keeps its slot."""
+    engine, store = _engine()
+    web = dns.message.make_query("web.default.svc.cluster.local.", "A").to_wire()
+    engine.handle(web, False)
+    engine.handle(web, False)
+    hits = engine.counters.fast_hits
+    store.serial += 100_000  # to the future, so that the clock cannot hide the move
+    store.apply([_svc("unrelated", "10.96.0.99")], [])  # touches absent names of default, not web
+    engine.handle(web, False)
+    assert engine.counters.fast_hits == hits + 1, "the A answer holds no serial: its exact slot must stay"
+
+
+def test_evicted_entry_leaves_its_tag_to_the_others() -> None:
+    """Two answers share a tag (absent names of one namespace); when one is evicted, a change on the tag still
+    drops the other."""
+    engine, store = _engine()
+    engine.table.max_entries = 3
+    _ask(engine, "gone1.default.svc.cluster.local.")  # evicted below
+    _ask(engine, "gone2.default.svc.cluster.local.")  # shares the tag, stays
+    _ask(engine, "web.default.svc.cluster.local.")
+    _ask(engine, "api.default.svc.cluster.local.")  # evicts gone1
+    assert len(engine.table) == 3
+    store.apply([_svc("gone2", "10.96.0.42")], [])
+    assert _ask(engine, "gone2.default.svc.cluster.local.").answer, "a stale NXDOMAIN was served after the change"
