@@ -205,7 +205,7 @@ def _exact_cost(table: FastTable) -> int:
     ids=["entries-bound", "exact-bound", "both-bound", "exact-smaller-than-a-slot"],
 )
 def test_tables_stay_within_their_byte_budgets(entry_budget: int, exact_budget: int) -> None:
-    engine, _ = _engine()
+    engine, store = _engine()
     engine.table.entry_budget = entry_budget
     engine.table.exact_budget = exact_budget
     peak_entries = peak_exact = 0
@@ -221,6 +221,9 @@ def test_tables_stay_within_their_byte_budgets(entry_budget: int, exact_budget: 
             assert table.entry_bytes == sum(
                 len(k) + len(e.rendered.data) + ENTRY_OVERHEAD for k, e in table.entries.items()
             )
+    # A change that drops everything (a new namespace: ALL) leaves nothing counted.
+    store.apply([Namespace("other")], [])
+    assert (engine.table.entry_bytes, engine.table.exact_bytes, len(engine.table)) == (0, 0, 0)
     # 800 entries and 800 exact slots were made: each small budget must have dropped some, and only when the
     # budget was (nearly) used: one more entry or slot (under 400 octets here) would not have fitted.
     if entry_budget < 100_000:
@@ -294,6 +297,8 @@ PARSED = [
     ("IXFR with a SOA (owner a pointer)", _q(ixfr_soa=True), len(_q(ixfr_soa=True))),
     ("trailing octets", _q(edns=True) + b"\x00\xff", len(_q(edns=True))),
     ("shorter than a header", b"\x01\x00\x00\x01", -1),
+    ("9 octets", bytes(9), -1),
+    ("record cut in its RDLENGTH", _q(edns=True)[:-5], -1),
     ("name cut", _q()[:20], -1),
     ("name cut right after a label", _q()[:14], -1),
     ("record fixed part cut", _q(edns=True)[:-8], -1),
