@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from dnsd.config import ClusterConfig
 from dnsd.proto.answer import (
     AAAA,
+    ABSENT_IP,
     ANY,
+    APEX,
     CNAME,
     NOERROR,
     NS,
@@ -30,9 +32,13 @@ from dnsd.proto.answer import (
     Answer,
     Labels,
     Tag,
+    absent_service_tag,
+    ip_tag,
+    pods_tag,
+    service_tag,
 )
 from dnsd.store.model import Service
-from dnsd.store.store import ABSENT_IP, ReadyAddress, Store
+from dnsd.store.store import ReadyAddress, Store
 
 DNS_VERSION_TTL = 28800  # spec 2.2 (CoreDNS): always 28800 whatever `ttl` says
 MAX_CNAME_CHAIN = 8  # in-zone ExternalName chains longer than this are SERVFAIL (CoreDNS file plugin limit)
@@ -186,7 +192,7 @@ class ClusterRecords:
         if qtype == SOA:
             return Answer(NOERROR, [self.soa(zone)])
         if qtype == NS:
-            tags.add(("apex",))
+            tags.add(APEX)
             ns_names = self._ns_names(zone)
             ans = Answer(NOERROR, [RR(zone, NS, self.ttl, (target,)) for target in ns_names])
             for target, addrs in ns_names.items():
@@ -216,7 +222,7 @@ class ClusterRecords:
         return out
 
     def _ns_dns(self, name: Labels, qtype: int, tags: set[Tag]) -> Answer:
-        tags.add(("apex",))
+        tags.add(APEX)
         addrs = [a for a in self.server_ips if (":" in a) == (qtype == AAAA)]
         if qtype in (A, AAAA, ANY):
             return Answer(NOERROR, [self._addr_rr(name, a) for a in addrs])
@@ -241,9 +247,9 @@ class ClusterRecords:
         if svc is None:
             # One shared tag for every absent service of a namespace, not one per queried name: a flood of
             # random names must not grow the invalidation index (store.py emits it when a service appears).
-            tags.add(("absent-svc", ns))
+            tags.add(absent_service_tag(ns))
             return self._nx()
-        tags.add(("svc", ns, svc_name))
+        tags.add(service_tag(ns, svc_name))
         below = rel[:-2]
         if len(below) > 2:
             return self._nx()  # spec 2.4.1: at most <hostname>.<service>.<ns>.svc.<zone>
@@ -387,7 +393,7 @@ class ClusterRecords:
         if ip is None:
             return self._nx()
         if self.cfg.pods == "verified":
-            tags.add(("pod", ns))
+            tags.add(pods_tag(ns))
             if not self.store.pod_has_ip(ns, ip):
                 return self._nx()
         if (qtype in (A, AAAA, ANY) and (":" in ip) == (qtype == AAAA)) or qtype == ANY:
@@ -422,7 +428,7 @@ class ClusterRecords:
         if not targets:
             tags.add(ABSENT_IP)  # shared, as for absent services; store.py emits it when any address appears
             return self._nx()
-        tags.add(("ip", ip))
+        tags.add(ip_tag(ip))
         if qtype != PTR:
             return self._nodata()
         name = (*rel, *zone)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, NamedTuple
 
 # RR types and rcodes used by name in the code (RFC 1035 3.2.2, RFC 3596, RFC 2782, RFC 6891).
 A, NS, CNAME, SOA, PTR, HINFO, MX, TXT, AAAA, SRV, OPT, IXFR, AXFR, ANY = (
@@ -27,11 +28,43 @@ CLASS_IN = 1
 
 Labels = tuple[str, ...]  # lower-case labels of an absolute name, without the root
 
-# A dependency tag: what part of the store an answer was derived from. A store change names the
-# tags it touches; cached wire answers carrying one of them are dropped (design: "invalidate exactly
-# the names an event touched").
-Tag = tuple[str, ...]
-ALL: Tag = ("all",)  # everything depends on it (Namespace changes, the first sync): drop every cached answer
+TagKind = Literal["svc", "absent-svc", "ip", "absent-ip", "pod", "apex", "all"]
+
+
+class Tag(NamedTuple):
+    """A dependency tag: what part of the store an answer was derived from. A store change names the tags it
+    touches and every pre-rendered answer carrying one of them is dropped, so exactly the names a change touched
+    are rendered again. A NamedTuple, so tags hash and compare as fast as plain tuples on the hot path."""
+
+    kind: TagKind
+    subject: str = ""  # the namespace, or the IP address
+    name: str = ""  # the service name (kind "svc")
+
+
+def service_tag(namespace: str, name: str) -> Tag:
+    """Every name of one service: its records, its endpoints', its SRV."""
+    return Tag("svc", namespace, name)
+
+
+def absent_service_tag(namespace: str) -> Tag:
+    """The names of services that do not exist in a namespace: one shared tag, so that a flood of random names
+    does not grow the invalidation index; the store names it when any service of the namespace appears."""
+    return Tag("absent-svc", namespace)
+
+
+def ip_tag(ip: str) -> Tag:
+    """The PTR records of one address (canonical text)."""
+    return Tag("ip", ip)
+
+
+def pods_tag(namespace: str) -> Tag:
+    """The pod names of a namespace (verified mode checks the pods)."""
+    return Tag("pod", namespace)
+
+
+ABSENT_IP = Tag("absent-ip")  # PTR queries for addresses nobody holds; named when any address appears
+APEX = Tag("apex")  # the apex NS answer and ns.dns, which depend on the services holding our own IPs
+ALL = Tag("all")  # everything depends on it (Namespace changes, the first sync): drop every cached answer
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,14 +8,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from dnsd.proto.answer import ALL, Tag
+from dnsd.proto.answer import ABSENT_IP, ALL, APEX, Tag, absent_service_tag, ip_tag, pods_tag, service_tag
 from dnsd.store.model import Endpoint, EndpointSlice, KubeObject, Namespace, Pod, Service, object_key
 
 log = logging.getLogger(__name__)
 
 ObjectKey = tuple[str, str, str]
 ServiceKey = tuple[str, str]  # (namespace, service name)
-ABSENT_IP: Tag = ("absent-ip",)  # negative PTR answers (see records.ClusterRecords._reverse)
 # A change touching more cached answers than this drops them all: one clear is cheaper than that many lookups.
 MAX_TAGS = 10_000
 
@@ -272,7 +271,7 @@ class Store:
                 if track:
                     tags |= _tags_of(old)
             elif track and isinstance(obj, Service):
-                tags.add(("absent-svc", obj.namespace))  # a name that was absent exists now
+                tags.add(absent_service_tag(obj.namespace))  # a name that was absent exists now
             t.objects[key] = obj
             t.index(obj)
             _touch(obj, dirty)
@@ -283,8 +282,8 @@ class Store:
             # A Service coming or going also makes or breaks the PTRs of its endpoints (spec 3.5).
             before, after = t.reindex_endpoints(svc_key)
             if track:
-                tags |= {("ip", ip) for ip in (*before, *after)}
-        if track and any(tag[0] == "ip" for tag in tags):
+                tags |= {ip_tag(ip) for ip in (*before, *after)}
+        if track and any(tag.kind == "ip" for tag in tags):
             tags.add(ABSENT_IP)  # an address that had no PTR may have one now
         if not track or len(tags) > MAX_TAGS:
             tags = {ALL}
@@ -375,12 +374,12 @@ def _tags_of(obj: KubeObject) -> set[Tag]:
     if isinstance(obj, Namespace):
         return {ALL}
     if isinstance(obj, Service):
-        tags: set[Tag] = {("svc", obj.namespace, obj.name), ("apex",)}
-        tags |= {("ip", ip) for ip in obj.cluster_ips}
+        tags: set[Tag] = {service_tag(obj.namespace, obj.name), APEX}
+        tags |= {ip_tag(ip) for ip in obj.cluster_ips}
         return tags
     if isinstance(obj, EndpointSlice):
-        tags = {("svc", obj.namespace, obj.service), ("apex",)}
-        tags |= {("ip", _canonical(a)) for ep in obj.endpoints for a in ep.addresses}
+        tags = {service_tag(obj.namespace, obj.service), APEX}
+        tags |= {ip_tag(_canonical(a)) for ep in obj.endpoints for a in ep.addresses}
         return tags
     assert isinstance(obj, Pod)
-    return {("pod", obj.namespace)}
+    return {pods_tag(obj.namespace)}
