@@ -10,7 +10,6 @@ import secrets
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import dns.message
 import dns.rcode
@@ -21,6 +20,7 @@ from support.rawdns import (
     AAAA,
     AD,
     BADVERS,
+    BIG,
     CD,
     CH,
     COOKIE,
@@ -39,6 +39,8 @@ from support.rawdns import (
     SOA,
     TC,
     WEB,
+    WEB_A,
+    ZONE_SOA,
     A,
     assert_records,
     header,
@@ -51,15 +53,10 @@ from support.rawdns import (
     udp_exchange,
     wire_name,
 )
-
-MANIFESTS = Path(__file__).resolve().parent.parent / "data" / "protocol"
+from support.rawdns import PROTOCOL_MANIFESTS as MANIFESTS
 
 APEX = "cluster.local."
-BIG = "big.default.svc.cluster.local."
 MID = "mid.default.svc.cluster.local."
-WEB_A = "web.default.svc.cluster.local. 5 IN A 10.96.0.20"
-# The apex SOA as in the spec digest (section 3.7); the serial (a timestamp) is compared as 0.
-ZONE_SOA = "cluster.local. 5 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 0 7200 1800 86400 5"
 # tests/data/protocol: `big` has 200 ready endpoints 10.1.0.1-200, `mid` 40 endpoints 10.2.0.1-40
 BIG_A = "\n".join(f"big.default.svc.cluster.local. 5 IN A 10.1.0.{i}" for i in range(1, 201))
 MID_A = "\n".join(f"mid.default.svc.cluster.local. 5 IN A 10.2.0.{i}" for i in range(1, 41))

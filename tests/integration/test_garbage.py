@@ -24,15 +24,13 @@ import struct
 import time
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 
 import dns.message
 import dns.rcode
 import pytest
 from support import DnsdHandle, query, read_tcp_message, rr_lines, tcp_frame, wait_until, zone_lines
-from support.rawdns import WEB, header, opt_rr, question, socket_count, wire_name
-
-MANIFESTS = Path(__file__).resolve().parent.parent / "data" / "protocol"
+from support.rawdns import PROTOCOL_MANIFESTS as MANIFESTS
+from support.rawdns import WEB, WEB_A, header, opt_rr, question, socket_count, wire_name
 
 DURATION = 4.0  # seconds of blasting (monotonic deadline)
 RATE = 1500  # UDP packets per second
@@ -40,7 +38,6 @@ CANARY_EVERY = 100  # packets between two canary queries
 TCP_EVERY = 25  # UDP packets between two TCP actions
 CANARY_TIMEOUT = 1.0
 
-WEB_A = "web.default.svc.cluster.local. 5 IN A 10.96.0.20"
 BIG_A = "\n".join(f"big.default.svc.cluster.local. 5 IN A 10.1.0.{i}" for i in range(1, 201))
 
 Factory = Callable[..., DnsdHandle]

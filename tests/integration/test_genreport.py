@@ -27,7 +27,6 @@ import struct
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import dns.name
 import pytest
@@ -48,8 +47,8 @@ from support.rawdns import (
     udp_exchange,
     wire_name,
 )
+from support.rawdns import PROTOCOL_MANIFESTS as MANIFESTS
 
-MANIFESTS = Path(__file__).resolve().parent.parent / "data" / "protocol"
 ZONE = "cluster.local"
 AA_FLAG = 0x0400
 RRSIG, DNSKEY = 46, 48

@@ -64,6 +64,8 @@ from support.rawdns import (
     TSIG,
     TXT,
     WEB,
+    WEB_A,
+    ZONE_SOA,
     A,
     Z,
     assert_records,
@@ -79,15 +81,11 @@ from support.rawdns import (
     udp_exchange,
     wire_name,
 )
+from support.rawdns import PROTOCOL_MANIFESTS as MANIFESTS
 
 from dnsd.cluster.records import MAX_ADDRESS_RRS, MAX_SRV_RRS
 
-MANIFESTS = Path(__file__).resolve().parent.parent / "data" / "protocol"
-
-WEB_A = "web.default.svc.cluster.local. 5 IN A 10.96.0.20"
 WEB_SRV = "web.default.svc.cluster.local. 5 IN SRV 0 100 80 web.default.svc.cluster.local."
-# The apex SOA as the spec digest writes it (section 3.7); the serial is a timestamp, compared as 0.
-ZONE_SOA = "cluster.local. 5 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 0 7200 1800 86400 5"
 
 # every header flag bit a query can set, other than QR and the opcode
 ALL_FLAGS = AA | TC | RD | RA | Z | AD | CD

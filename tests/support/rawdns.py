@@ -17,7 +17,14 @@ from dataclasses import dataclass
 import dns.rcode
 import dns.rrset
 
-from support import read_tcp_message, rr_lines, tcp_frame, zone_lines
+from support import REPO, read_tcp_message, rr_lines, tcp_frame, zone_lines
+
+# The small cluster the protocol, EDNS, TCP and garbage tests serve (tests/data/protocol), and its answers.
+PROTOCOL_MANIFESTS = REPO / "tests" / "data" / "protocol"
+WEB_A = "web.default.svc.cluster.local. 5 IN A 10.96.0.20"
+BIG = "big.default.svc.cluster.local."  # 200 A records, about 3 KB
+# The apex SOA (CoreDNS's); the serial is a timestamp, compared as 0.
+ZONE_SOA = "cluster.local. 5 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 0 7200 1800 86400 5"
 
 # the name every helper queries by default: a service of tests/data/protocol with one A record
 WEB = "web.default.svc.cluster.local."
