@@ -1,6 +1,6 @@
 """Reading queries off the wire: the header check, the question, the OPT and TSIG records, by hand.
 
-The header is checked before anything else is parsed (robustness.md 0.1, miekg/dns DefaultMsgAcceptFunc): a
+The header is checked before anything else is parsed (as miekg/dns's DefaultMsgAcceptFunc does for CoreDNS): a
 crafted 64 KB message costs a full DNS-library parse over a second of CPU, the header check costs nothing.
 """
 
@@ -164,7 +164,7 @@ def parse_query(data: bytes) -> Query:
         off += rdlen
     if ar == 2 and (edns is None or tsig is None):
         raise FormatError("two additional records that are not OPT and TSIG")
-    # Bytes after the last record are ignored, as BIND and NSD do (robustness.md section 1).
+    # Bytes after the last record are ignored, as BIND and NSD do.
     return Query(data, qid, flags, qname, split_labels(qname), qtype, qclass, edns, tsig)
 
 

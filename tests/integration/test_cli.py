@@ -1,9 +1,10 @@
 """The command line (issue 2 section 5) and an end-to-end set through real clients (dig, kdig, nslookup).
 
 Everything here runs the real process (`python -m dnsd ...`). The DNS answers expected from the process serving
-tests/data/store/e2e are written from the spec digest: ClusterIP A (3.2), headless A per ready endpoint and
-endpoint names (3.4), SRV priority 0 weight floor(100/N) (3.3), PTR for a ClusterIP (3.5), NXDOMAIN with the
-apex SOA in authority (3.7, 4), TTL 5, AA on authoritative answers, REFUSED outside the served zones.
+tests/data/store/e2e are written from the Kubernetes DNS spec 1.1.0 as CoreDNS answers it: ClusterIP A
+(2.3.1), headless A per ready endpoint and endpoint names (2.4.1), SRV priority 0 weight floor(100/N) (2.3.2),
+PTR for a ClusterIP (2.3.3), NXDOMAIN with the apex SOA in authority (RFC 2308), TTL 5, AA on authoritative
+answers, REFUSED outside the served zones.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""EDNS(0) per RFC 6891 and UDP truncation (issue 2 section 2; robustness.md rows E1-E7).
+"""EDNS(0) per RFC 6891 and UDP truncation (RFC 6891 6.1-7; RFC 2181 9 for TC).
 
 Queries are built with struct so that bad OPT records can be sent; replies are checked both on
 the wire (the OPT record's exact fields and position) and through dnspython (the records).

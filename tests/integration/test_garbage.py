@@ -1,5 +1,5 @@
-"""A bounded garbage blaster (robustness.md 5.3, row L3): bad input never crashes or stalls the server
-and never loses good data.
+"""A bounded garbage blaster (RFC 8906: bad input gets FORMERR or is dropped): bad input never crashes or stalls
+the server and never loses good data.
 
 For a fixed time at a fixed rate it sends, over UDP, random bytes, bit-flipped and truncated valid
 queries and a list of crafted malformed packets, and over TCP random frames, short frames, frames cut
@@ -59,7 +59,7 @@ SEEDS: list[bytes] = [
     header(12) + question("www.example.com."),
 ]
 
-# Crafted malformed packets (robustness.md 5.3 list).
+# Crafted malformed packets (what BIND, NSD and Knot are tested with).
 CRAFTED: list[bytes] = [
     header(20) + b"\xc0\x0c\x00\x01\x00\x01",  # pointer to itself
     header(21) + b"\x01a\xc0\x0c\x00\x01\x00\x01",  # loop through a label

@@ -1,8 +1,9 @@
 """Real-world manifests through a running server (dnsd issue 5, section 1): third-party files served as they are,
 and the per-object rule seen over DNS.
 
-Expected answers are zone-file text from the spec digest (k8s-dns-spec.md): ExternalName CNAME (3.6), headless A
-per ready endpoint and SRV per port with weight max(1, floor(100/N)) (3.3, 3.4), dashed-IP endpoint names (2.3),
+Expected answers are zone-file text from the Kubernetes DNS spec 1.1.0 as CoreDNS answers it: ExternalName CNAME
+(2.5), headless A per ready endpoint and SRV per port with weight max(1, floor(100/N)) (2.4.1, 2.4.2), dashed-IP
+endpoint names (CoreDNS),
 TTL 5. Changes are awaited with wait_until, never with sleep.
 """
 

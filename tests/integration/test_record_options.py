@@ -3,7 +3,7 @@ ignore_empty_service, fallthrough, reverse_zones and domain.
 
 One table of (options, case) rows; every row gets its own dnsd_factory(...) server over the
 fixture cluster (tests/data/cluster) with those options, so no option leaks into another case.
-Expected answers are zone-file text from the spec digest (sections 3.7, 3.8, 5); the comparison
+Expected answers are zone-file text from CoreDNS's `kubernetes` plugin options (the apex, `pods`, the option block); the comparison
 is the exact one of test_records.py (names compared with their case, SOA serial left open).
 """
 
@@ -41,7 +41,7 @@ def rows(label: str, options: dict[str, Any], *cases: Case) -> list[OptCase]:
     return [OptCase(label, options, c) for c in cases]
 
 
-# ---------------------------------------------------------------- ttl (spec 2.1, 3.7)
+# ---------------------------------------------------------------- ttl (spec 2.1; CoreDNS's apex)
 
 TTL = (
     rows(
@@ -118,7 +118,7 @@ TTL = (
     )
 )
 
-# ---------------------------------------------------------------- namespaces (spec 2.4, 5.2)
+# ---------------------------------------------------------------- namespaces (CoreDNS `namespaces`)
 
 NAMESPACES = rows(
     "ns-testns",
@@ -157,7 +157,7 @@ NAMESPACES = rows(
     Case(ptr4("172.0.0.11"), "PTR", "NXDOMAIN"),
 )
 
-# ---------------------------------------------------------------- pods (spec 3.8)
+# ---------------------------------------------------------------- pods (CoreDNS `pods`)
 
 PODS = (
     rows(
@@ -239,7 +239,7 @@ PODS = (
             "172-0-2-3.testns.pod.cluster.local.",
             "A",
             answer="172-0-2-3.testns.pod.cluster.local. 5 IN A 172.0.2.3",
-            note="Pending pod with an IP: spec 3.8 skips only Succeeded, Failed and Unknown",
+            note="Pending pod with an IP: CoreDNS `pods` skips only Succeeded, Failed and Unknown",
         ),
         Case("172-0-2-2.testns.pod.cluster.local.", "A", "NXDOMAIN", note="phase Succeeded"),
         Case("172-0-2-6.testns.pod.cluster.local.", "A", "NXDOMAIN", note="phase Failed"),
@@ -267,7 +267,7 @@ PODS = (
     )
 )
 
-# ---------------------------------------------------------------- endpoint_pod_names (spec 2.3, 5.5)
+# ---------------------------------------------------------------- endpoint_pod_names (spec 2.4.1; CoreDNS `endpoint_pod_names`)
 
 POD63 = "pod-name-with-exactly-sixty-three-characters-abcdefghijklmnopqr"
 assert len(POD63) == 63
@@ -369,7 +369,7 @@ ENDPOINT_POD_NAMES = rows(
     ),
 )
 
-# ---------------------------------------------------------------- ignore_empty_service (spec 5.7)
+# ---------------------------------------------------------------- ignore_empty_service (CoreDNS `ignore empty_service`)
 
 IGNORE_EMPTY = rows(
     "ignore-empty",
@@ -411,7 +411,7 @@ IGNORE_EMPTY = rows(
     ),
 )
 
-# ---------------------------------------------------------------- fallthrough (spec 4, 5.6)
+# ---------------------------------------------------------------- fallthrough (CoreDNS; CoreDNS `fallthrough`)
 # There is no forwarder yet: a fallen-through name reaches the terminal link, REFUSED.
 
 FALLTHROUGH = rows(
@@ -436,7 +436,7 @@ FALLTHROUGH = rows(
     Case(ptr4("10.99.99.99"), "PTR", "NXDOMAIN", note="in-addr.arpa is not listed"),
 )
 
-# ---------------------------------------------------------------- reverse_zones (spec 2.1, 3.5, 3.7)
+# ---------------------------------------------------------------- reverse_zones (spec 2.1, 2.3.3; CoreDNS's apex)
 
 REVERSE_ZONES = (
     rows(

@@ -2,8 +2,9 @@
 
 Every case is a question and the full expected reply written as zone-file text: rcode, answer,
 additional, and (for every negative answer) the SOA in authority. Expected records come from
-the spec digest (docs/k8s-dns-spec.md, section numbers in the notes); where the digest is
-silent the case says so and gives what CoreDNS answers. The fixture cluster is
+the Kubernetes DNS spec 1.1.0 as CoreDNS's `kubernetes` plugin answers it; where the spec is
+silent the case says so and gives what CoreDNS answers (the notes cite the spec's sections, or the
+CoreDNS behaviour or option where the spec is silent). The fixture cluster is
 tests/data/cluster (its README lists every object and what it is for).
 
 Names are compared exactly, case included (the owner must be the query name as sent, and the
@@ -48,7 +49,7 @@ def ptr6(ip: str) -> str:
 
 
 def soa_line(zone: str, ttl: int = 5) -> str:
-    """The SOA of a served zone (spec 3.7): TTL min(ttl, 300), minimum = ttl; serial left open."""
+    """The SOA of a served zone (CoreDNS's apex): TTL min(ttl, 300), minimum = ttl; serial left open."""
     return f"{zone} {min(ttl, 300)} IN SOA ns.dns.{zone} hostmaster.{zone} SERIAL 7200 1800 86400 {ttl}"
 
 
@@ -189,7 +190,7 @@ def ids(cases: list[Case]) -> list[str]:
     return [c.id for c in cases]
 
 
-# ---------------------------------------------------------------- ClusterIP A/AAAA (spec 3.2)
+# ---------------------------------------------------------------- ClusterIP A/AAAA (spec 2.3.1)
 
 CLUSTER_IP = [
     Case(
@@ -251,7 +252,7 @@ CLUSTER_IP = [
     ),
 ]
 
-# ---------------------------------------------------------------- headless services (spec 3.4, 2.2)
+# ---------------------------------------------------------------- headless services (spec 2.4.1)
 
 HEADLESS = [
     Case(
@@ -313,7 +314,7 @@ HEADLESS = [
         """,
         note="from a kind: List YAML file",
     ),
-    # ready conditions (spec 2.2)
+    # ready conditions (spec 2.4.1)
     Case(
         "hdls-ready.testns.svc.cluster.local.",
         "A",
@@ -377,7 +378,7 @@ HEADLESS = [
     Case("legacy-ip.testns.svc.cluster.local.", "A", answer="legacy-ip.testns.svc.cluster.local. 5 IN A 10.0.0.81"),
 ]
 
-# ---------------------------------------------------------------- endpoint names (spec 2.3, 3.4)
+# ---------------------------------------------------------------- endpoint names (spec 2.4.1)
 
 ENDPOINT_NAMES = [
     Case(
@@ -491,7 +492,7 @@ ENDPOINT_NAMES = [
     ),
 ]
 
-# ---------------------------------------------------------------- SRV (spec 3.3, 6)
+# ---------------------------------------------------------------- SRV (spec 2.3.2)
 
 SRV = [
     Case(
@@ -676,7 +677,7 @@ SRV = [
         172-0-3-22.hdls-multi.testns2.svc.cluster.local. 5 IN A 172.0.3.22
         172-0-3-23.hdls-multi.testns2.svc.cluster.local. 5 IN A 172.0.3.23
         """,
-        note="spec 6: 3 endpoints x (http/TCP/80, syslog/UDP/514): 6 records, weight 16, 3 glue",
+        note="spec 2.3.2: 3 endpoints x (http/TCP/80, syslog/UDP/514): 6 records, weight 16, 3 glue",
     ),
     Case(
         "_syslog._udp.hdls-multi.testns2.svc.cluster.local.",
@@ -762,7 +763,7 @@ SRV = [
     Case("external.testns.svc.cluster.local.", "SRV", note="SRV on an ExternalName: NODATA"),
 ]
 
-# ---------------------------------------------------------------- PTR (spec 3.5)
+# ---------------------------------------------------------------- PTR (spec 2.3.3)
 
 PTR = [
     Case(ptr4("10.0.0.1"), "PTR", answer=f"{ptr4('10.0.0.1')} 5 IN PTR svc1.testns.svc.cluster.local."),
@@ -876,7 +877,7 @@ PTR = [
     Case("svc1.testns.svc.cluster.local.", "PTR", note="PTR on an existing forward name: NODATA"),
 ]
 
-# ---------------------------------------------------------------- ExternalName (spec 3.6)
+# ---------------------------------------------------------------- ExternalName (spec 2.5)
 
 EXTERNAL_NAME = [
     Case(
@@ -899,7 +900,7 @@ EXTERNAL_NAME = [
     Case("external.testns.svc.cluster.local.", "TXT", note="quirk: NODATA without the CNAME"),
     Case("endpoint.external.testns.svc.cluster.local.", "A", "NXDOMAIN", note="nothing below an ExternalName"),
     Case("endpoint.external.testns.svc.cluster.local.", "CNAME", "NXDOMAIN"),
-    Case("a.b.external.testns.svc.cluster.local.", "A", "NXDOMAIN", note="spec 3.6: a.b.external is NXDOMAIN"),
+    Case("a.b.external.testns.svc.cluster.local.", "A", "NXDOMAIN", note="spec 2.5: a.b.external is NXDOMAIN"),
     Case(
         "ext-in-zone.testns.svc.cluster.local.",
         "A",
@@ -973,7 +974,7 @@ EXTERNAL_NAME = [
     Case("ext-ip.testns.svc.cluster.local.", "CNAME", "NXDOMAIN"),
 ]
 
-# ---------------------------------------------------------------- apex, SOA, dns-version (spec 3.1, 3.7)
+# ---------------------------------------------------------------- apex, SOA, dns-version (spec 2.2; CoreDNS's apex)
 
 APEX = [
     Case(
@@ -991,7 +992,7 @@ APEX = [
         "Cluster.local.",
         "NS",
         answer="Cluster.local. 5 IN NS ns.dns.Cluster.local.",
-        note="CoreDNS's quirk (spec 1: a mixed-case apex NS fails its name == zone test and gets NODATA) is a "
+        note="CoreDNS's quirk (spec 2.1: a mixed-case apex NS fails its name == zone test and gets NODATA) is a "
         "case-sensitivity bug against RFC 4343; dnsd answers the NS (documented deviation). The fixture "
         "server has no non-loopback listen address, so no glue",
     ),
@@ -1003,7 +1004,7 @@ APEX = [
     Case("testns.svc.cluster.local.", "SOA"),
 ]
 
-# ---------------------------------------------------------------- NXDOMAIN vs NODATA (spec 4, 1, 2.4)
+# ---------------------------------------------------------------- NXDOMAIN vs NODATA (spec 2.1; CoreDNS; CoreDNS `namespaces`)
 
 NEGATIVE = [
     Case("svc1.testns.svc.cluster.local.", "TXT", note="existing service, missing type"),
@@ -1012,7 +1013,7 @@ NEGATIVE = [
     Case("svc1.testns.svc.cluster.local.", "HINFO"),
     Case("svc1.testns.svc.cluster.local.", "CAA"),
     Case("svc1.testns.svc.cluster.local.", "NS", note="NS below the apex"),
-    Case("svc1.testns.svc.cluster.local.", "MB", note="spec 4: types without a handler get the hidden A lookup"),
+    Case("svc1.testns.svc.cluster.local.", "MB", note="CoreDNS: types without a handler get the hidden A lookup"),
     Case("hdlsprtls.testns.svc.cluster.local.", "TXT", note="existing headless service"),
     Case("svc0.testns.svc.cluster.local.", "A", "NXDOMAIN", note="missing service"),
     Case("svc0.testns.svc.cluster.local.", "AAAA", "NXDOMAIN"),
@@ -1048,7 +1049,7 @@ NEGATIVE = [
     Case("_*._*.svc1.testns.svc.cluster.local.", "SRV", "NXDOMAIN"),
 ]
 
-# ---------------------------------------------------------------- case (spec 1)
+# ---------------------------------------------------------------- case (spec 2.1)
 
 CASE = [
     Case(
@@ -1061,7 +1062,7 @@ CASE = [
         "SRV",
         answer="_HtTp._TcP.sVc1.TeStNs.SvC.cLuStEr.LoCaL. 5 IN SRV 0 100 80 svc1.testns.svc.cLuStEr.LoCaL.",
         extra="svc1.testns.svc.cLuStEr.LoCaL. 5 IN A 10.0.0.1",
-        note="spec 1 example: the zone part of the target as asked, <svc>.<ns> from the objects",
+        note="spec 2.1 example: the zone part of the target as asked, <svc>.<ns> from the objects",
     ),
     Case(
         "_http._tcp.HDLS1.testns.svc.CLUSTER.local.",
@@ -1136,7 +1137,7 @@ def test_record(fixture_server: DnsdHandle, case: Case) -> None:
     check(fixture_server, case)
 
 
-# ---------------------------------------------------------------- apex NS and ns.dns (spec 3.7)
+# ---------------------------------------------------------------- apex NS and ns.dns (CoreDNS's apex)
 
 
 def _assert_server_addresses(section: list[dns.rrset.RRset], owner: str) -> None:

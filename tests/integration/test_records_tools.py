@@ -2,7 +2,7 @@
 
 Most cases run against what `make run` serves: `python -m dnsd --config config/dnsd.yaml` (the
 example cluster in config/cluster, pods insecure), started on a free port. A few run against the
-test fixture cluster. Expected answers are zone-file lines written from the spec digest and the
+test fixture cluster. Expected answers are zone-file lines written from the Kubernetes DNS spec and the
 manifests; dig's and kdig's presentation output is compared after collapsing whitespace.
 """
 

@@ -3,7 +3,7 @@
 Every test writes manifests into a directory, starts dnsd on it, asserts the DNS answers, changes the directory
 (in-place write, atomic rename, ConfigMap-style `..data` symlink swap, new file, deleted file, bad file,
 duplicate definitions) and asserts the answers after the change. Expected answers are zone-file text written
-from the spec digest (k8s-dns-spec.md): ClusterIP A (3.2), headless A per ready endpoint (3.4), TTL 5 (2.1).
+from the Kubernetes DNS spec 1.1.0: ClusterIP A (2.3.1), headless A per ready endpoint (2.4.1), TTL 5.
 Changes are awaited with wait_until (or the store generation), never with sleep.
 """
 

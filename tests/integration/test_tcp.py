@@ -1,4 +1,4 @@
-"""DNS over TCP per RFC 7766 (issue 2 section 2; robustness.md rows T1, T3-T7).
+"""DNS over TCP per RFC 7766 (pipelining 6.2.1, timeouts 6.2.3, one write 8).
 
 Pipelining, framing split across writes, the idle and per-message timeouts, bad frames, the
 connection cap and a client that never reads. Timeouts are set small through the `tcp:` config
@@ -369,7 +369,7 @@ def test_connection_cap(dnsd_factory: Factory) -> None:
 
 
 def test_client_that_never_reads(dnsd_factory: Factory) -> None:
-    """A client pipelines thousands of queries for a 3 KB answer and never reads (robustness.md T7):
+    """A client pipelines thousands of queries for a 3 KB answer and never reads (RFC 7766 6.2.3):
     the server keeps answering everybody else, stops reading from that client (back-pressure), and
     gives up on it after its timeout (idle_timeout 1 s here): the server's socket is released while the
     client still holds its end open."""

@@ -1,4 +1,4 @@
-"""The configuration contract (design.md "Configuration contract", issue 2 section 5).
+"""The configuration contract (the README's configuration table).
 
 parse_config(dict) and load_config(path) accept every key of the contract with its documented default, accept
 null or empty values for the sections that arrive later, and reject unknown keys and bad values with a
@@ -83,7 +83,7 @@ def test_empty_config_takes_every_documented_default() -> None:
 
 
 def test_contract_file_with_every_key_equals_the_defaults() -> None:
-    """design.md's YAML block, every key spelled out with its default, means the same as an empty config."""
+    """The README's full example, every key spelled out with its default, means the same as an empty config."""
     assert load_config(CONFIGS / "good" / "contract-defaults.yaml") == parse_config({})
 
 

@@ -1,5 +1,5 @@
 """Property tests of Engine.handle (the function both transports call): whatever arrives, the reply obeys the
-invariants of robustness.md 5.2, and nothing raises."""
+invariants of RFC 8906 (a reply to every well-formed header), and nothing raises."""
 
 from __future__ import annotations
 

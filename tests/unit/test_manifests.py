@@ -1,7 +1,7 @@
 """Manifest reading, without a server: one object (dnsd.store.model.object_from), one file (parse_file), one directory
 (manifest_files). The integration tests in tests/integration/test_store.py cover the same rules through DNS.
 
-Expected objects are written from the spec digest (k8s-dns-spec.md 2.2-2.3, 3.2-3.8): `ready: null` counts as
+Expected objects are written from the Kubernetes API types and how CoreDNS reads them: `ready: null` counts as
 ready, a slice without ports gets the sentinel port -1, `clusterIP: None` is headless, every entry of
 `spec.clusterIPs` is used, a trailing dot in `externalName` is accepted, slices belong to their Service through
 the `kubernetes.io/service-name` label.

@@ -7,7 +7,8 @@ The protocol, EDNS, TCP and garbage tests use these objects:
   EndpointSlices of 100, no hostnames, port http 80/TCP (truncation tests);
 - headless Service `mid`: 40 ready IPv4 endpoints (10.2.0.1 .. 10.2.0.40), one slice:
   an A answer bigger than 512 bytes but well under 1232 (TC must not be set at 1232);
-- ExternalName chains inside the cluster domain (robustness.md P12): `chain1` -> ... -> `chain5`
+- ExternalName chains inside the cluster domain (RFC 1034 5.3.3: a chain's cost must stay bounded):
+  `chain1` -> ... -> `chain5`
   -> `web` (5 CNAMEs), `long1` -> ... -> `long12` -> `web` (12), `loop-a` <-> `loop-b`, and
   `self` pointing at itself.
 """
