@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support import DnsdHandle, query, rcode_text, rr_lines, wait_until, zone_lines
+from support import DnsdHandle, a_answer, a_ok, wait_until
 
 from dnsd.sources.files import PARSE_APART_BYTES
 
@@ -32,13 +32,6 @@ def service_list(first_ip: str) -> str:
     return text
 
 
-def a_answer(h: DnsdHandle, name: str) -> tuple[str, set[str]]:
-    msg = query(h, f"{name}.default.svc.cluster.local.")
-    return rcode_text(msg), rr_lines(msg.answer)
-
-
-def a_ok(name: str, ip: str) -> tuple[str, set[str]]:
-    return "NOERROR", zone_lines(f"{name}.default.svc.cluster.local. 5 IN A {ip}")
 
 
 @pytest.mark.parametrize("change", ["rewrite", "break"])

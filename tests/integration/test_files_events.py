@@ -13,27 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
-from support import DnsdHandle, query, rcode_text, rr_lines, wait_until, zone_lines
+from support import DnsdHandle, a_answer, a_ok, svc_yaml, wait_until
 
 N_FILES = 300
 TIMEOUT = 10.0
 
 
-def svc_yaml(name: str, ip: str) -> str:
-    return yaml.safe_dump(
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
-         "spec": {"clusterIP": ip, "ports": [{"name": "http", "port": 80}]}}
-    )  # fmt: skip
 
-
-def a_ok(name: str, ip: str) -> tuple[str, set[str]]:
-    return "NOERROR", zone_lines(f"{name}.default.svc.cluster.local. 5 IN A {ip}")
-
-
-def a_answer(h: DnsdHandle, name: str) -> tuple[str, set[str]]:
-    msg = query(h, f"{name}.default.svc.cluster.local.")
-    return rcode_text(msg), rr_lines(msg.answer)
 
 
 def in_place(root: Path) -> None:

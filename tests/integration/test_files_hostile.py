@@ -18,16 +18,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 from support import (
+    NS_YAML,
     DnsdHandle,
     DnsdProcess,
-    query,
-    rcode_text,
-    rr_lines,
+    a_answer,
+    a_ok,
     start_dnsd_process,
+    svc_yaml,
     wait_until,
-    zone_lines,
 )
 
 from dnsd.sources.files import MAX_DEPTH
@@ -35,23 +34,9 @@ from dnsd.sources.files import MAX_DEPTH
 TIMEOUT = 10.0
 
 
-def svc_yaml(name: str, ip: str) -> str:
-    return yaml.safe_dump(
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
-         "spec": {"clusterIP": ip, "ports": [{"name": "http", "port": 80}]}}
-    )  # fmt: skip
 
 
-NS_YAML = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: default\n"
 
-
-def a_answer(h: DnsdHandle | DnsdProcess, name: str) -> tuple[str, set[str]]:
-    msg = query(h, f"{name}.default.svc.cluster.local.")
-    return rcode_text(msg), rr_lines(msg.answer)
-
-
-def a_ok(name: str, ip: str) -> tuple[str, set[str]]:
-    return "NOERROR", zone_lines(f"{name}.default.svc.cluster.local. 5 IN A {ip}")
 
 
 NX: tuple[str, set[str]] = ("NXDOMAIN", set())

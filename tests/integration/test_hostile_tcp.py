@@ -13,10 +13,6 @@ import contextlib
 import os
 import resource
 import socket
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,24 +22,22 @@ import dns.message
 import dns.rcode
 import pytest
 from support import (
-    LISTEN_RE,
-    REPO,
     DnsdHandle,
     DnsdProcess,
     base_config,
     read_tcp_message,
     run_dnsd,
+    start_dnsd_process,
     tcp_frame,
     wait_until,
 )
-from support.rawdns import query_bytes
+from support.rawdns import BIG, query_bytes
+from support.rawdns import PROTOCOL_MANIFESTS as MANIFESTS
 
 from dnsd.transport.server import FD_MARGIN
 from dnsd.transport.tcp import PER_CLIENT_SHARE
 
-MANIFESTS = Path(__file__).resolve().parent.parent / "data" / "protocol"
 WEB = "web.default.svc.cluster.local."
-BIG = "big.default.svc.cluster.local."  # 200 A records, about 3 KB
 
 
 def config(listen: list[str], **tcp: Any) -> dict[str, Any]:
@@ -172,31 +166,9 @@ def start_with_nofile(soft: int, hard: int, max_connections: int, tmp: Path) -> 
         f"listen: ['127.0.0.1:0']\nhttp: null\ntcp: {{max_connections: {max_connections}}}\n"
         f"cluster:\n  source:\n    files: {MANIFESTS}\n"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dnsd", "--config", str(cfg)],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)),
+    return start_dnsd_process(
+        ["--config", str(cfg)], preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     )
-    assert proc.stdout is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        m = LISTEN_RE.search(line)
-        if m:
-            stdout = proc.stdout
-            threading.Thread(target=lines.extend, args=(stdout,), daemon=True).start()
-            return DnsdProcess(proc, m.group(1), int(m.group(2)), lines)
-    proc.kill()
-    proc.wait(5)
-    raise AssertionError("dnsd did not start:\n" + "".join(lines))
 
 
 def soft_nofile(pid: int) -> int:

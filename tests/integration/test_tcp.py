@@ -14,7 +14,6 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import dns.message
@@ -30,12 +29,9 @@ from support import (
     wait_until,
     zone_lines,
 )
-from support.rawdns import WEB, query_bytes, socket_count
+from support.rawdns import BIG, WEB, WEB_A, query_bytes, socket_count
+from support.rawdns import PROTOCOL_MANIFESTS as MANIFESTS
 
-MANIFESTS = Path(__file__).resolve().parent.parent / "data" / "protocol"
-
-BIG = "big.default.svc.cluster.local."
-WEB_A = "web.default.svc.cluster.local. 5 IN A 10.96.0.20"
 BIG_A = "\n".join(f"big.default.svc.cluster.local. 5 IN A 10.1.0.{i}" for i in range(1, 201))
 
 Factory = Callable[..., DnsdHandle]

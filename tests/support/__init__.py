@@ -25,6 +25,7 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent.parent
 FIXTURE_CLUSTER = REPO / "tests" / "data" / "cluster"
@@ -156,8 +157,11 @@ class DnsdProcess:
         return self.proc.returncode
 
 
-def start_dnsd_process(args: list[str], timeout: float = 20.0, cwd: Path = REPO) -> DnsdProcess:
-    """Run `python -m dnsd ARGS` and wait for its 'listening on HOST:PORT' line."""
+def start_dnsd_process(
+    args: list[str], timeout: float = 20.0, cwd: Path = REPO, preexec_fn: Callable[[], Any] | None = None
+) -> DnsdProcess:
+    """Run `python -m dnsd ARGS` and wait for its 'listening on HOST:PORT' line; preexec_fn runs in the child
+    before dnsd starts (e.g. to set a resource limit)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "dnsd", *args],
@@ -166,6 +170,7 @@ def start_dnsd_process(args: list[str], timeout: float = 20.0, cwd: Path = REPO)
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
+        preexec_fn=preexec_fn,
     )
     lines: list[str] = []
     deadline = time.monotonic() + timeout
@@ -346,3 +351,27 @@ def config_expectations(path: Path) -> tuple[list[str], list[str]]:
         elif line.startswith("# expect-re:"):
             regexes.append(line.split(":", 1)[1].strip())
     return subs, regexes
+
+
+# ---------------------------------------------------------------- manifests and answers of the files-source tests
+
+NS_YAML = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: default\n"
+
+
+def svc_yaml(name: str, ip: str) -> str:
+    """A ClusterIP Service in namespace default with one named port, as YAML."""
+    return yaml.safe_dump(
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
+         "spec": {"clusterIP": ip, "ports": [{"name": "http", "port": 80}]}}
+    )  # fmt: skip
+
+
+def a_answer(h: DnsdHandle | DnsdProcess, name: str) -> tuple[str, set[str]]:
+    """(rcode, answer lines) of `<name>.default.svc.cluster.local. A`."""
+    msg = query(h, f"{name}.default.svc.cluster.local.")
+    return rcode_text(msg), rr_lines(msg.answer)
+
+
+def a_ok(name: str, ip: str) -> tuple[str, set[str]]:
+    """What a_answer gives for a service with that ClusterIP."""
+    return "NOERROR", zone_lines(f"{name}.default.svc.cluster.local. 5 IN A {ip}")
