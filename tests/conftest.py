@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,3 +39,18 @@ def fixture_server() -> Iterator[DnsdHandle]:
     handle = run_dnsd(base_config(FIXTURE_CLUSTER))
     yield handle
     handle.stop()
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """An empty manifest directory for a test to fill (a module may override it)."""
+    d = tmp_path / "manifests"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """caplog at INFO for every logger: the reports a test expects from the server."""
+    caplog.set_level(logging.INFO)
+    return caplog

@@ -68,19 +68,6 @@ def reports(logs: pytest.LogCaptureFixture, path: Path) -> list[str]:
     return [r.getMessage() for r in list(logs.records) if r.levelno >= logging.WARNING and str(path) in r.getMessage()]
 
 
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    d = tmp_path / "manifests"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
-def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.INFO)
-    return caplog
-
-
 # ---------------------------------------------------------------- third-party files, served as they are
 
 Z = "svc.cluster.local."

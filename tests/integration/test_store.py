@@ -164,23 +164,10 @@ ORDERS_BOTH = a_rr(ORDERS, "10.244.1.20", "10.244.1.21")
 
 
 @pytest.fixture
-def root(tmp_path: Path) -> Path:
-    d = tmp_path / "manifests"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
 def staging(tmp_path: Path) -> Path:
     d = tmp_path / "staging"
     d.mkdir()
     return d
-
-
-@pytest.fixture
-def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.INFO)
-    return caplog
 
 
 # ---------------------------------------------------------------- what is read
