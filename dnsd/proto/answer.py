@@ -28,7 +28,7 @@ CLASS_IN = 1
 
 Labels = tuple[str, ...]  # lower-case labels of an absolute name, without the root
 
-TagKind = Literal["svc", "absent-svc", "ip", "absent-ip", "pod", "apex", "all"]
+TagKind = Literal["svc", "absent-svc", "ip", "absent-ip", "pod", "apex", "zone", "all"]
 
 
 class Tag(NamedTuple):
@@ -37,7 +37,7 @@ class Tag(NamedTuple):
     are rendered again. A NamedTuple, so tags hash and compare as fast as plain tuples on the hot path."""
 
     kind: TagKind
-    subject: str = ""  # the namespace, or the IP address
+    subject: str = ""  # the namespace, the IP address, or the zone origin
     name: str = ""  # the service name (kind "svc")
 
 
@@ -62,6 +62,11 @@ def pods_tag(namespace: str) -> Tag:
     return Tag("pod", namespace)
 
 
+def zone_tag(origin: str) -> Tag:
+    """Every answer from one zone file (lower-case origin without the trailing dot): a reload drops them all."""
+    return Tag("zone", origin)
+
+
 ABSENT_IP = Tag("absent-ip")  # PTR queries for addresses nobody holds; named when any address appears
 APEX = Tag("apex")  # the apex NS answer and ns.dns, which depend on the services holding our own IPs
 ALL = Tag("all")  # everything depends on it (Namespace changes, the first sync): drop every cached answer
@@ -72,6 +77,7 @@ class RR:
     """One resource record. rdata by type:
     A/AAAA: (ip_text,); NS/CNAME/PTR: (target Labels,); TXT: (strings...);
     SRV: (priority, weight, port, target Labels); SOA: (mname, rname, serial, refresh, retry, expire, minimum).
+    Any type: (raw rdata bytes,), its wire form uncompressed (zone files and upstream answers).
     """
 
     name: Labels
@@ -87,6 +93,7 @@ class Answer:
     authority: list[RR] = field(default_factory=list)
     additional: list[RR] = field(default_factory=list)
     aa: bool = True
+    ra: bool = False  # recursion available: set on answers of the links that recurse or forward (RFC 1035 4.1.1)
     # The zone this answer belongs to (lower-case); names ending in it are written with the query's spelling.
     zone: Labels | None = None
     tags: frozenset[Tag] = frozenset()

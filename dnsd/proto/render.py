@@ -17,7 +17,7 @@ from dnsd.proto.answer import AAAA, CLASS_IN, CNAME, NS, OPT, PTR, RR, SOA, SRV,
 from dnsd.proto.wire import EDNS_PAYLOAD, Query
 
 _RR_FIXED = struct.Struct("!HHIH")
-FLAG_QR, FLAG_AA, FLAG_TC = 0x8000, 0x0400, 0x0200
+FLAG_QR, FLAG_AA, FLAG_TC, FLAG_RA = 0x8000, 0x0400, 0x0200, 0x0080
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +78,15 @@ class _Writer:
         fixed_at = len(self.buf)
         self.buf += _RR_FIXED.pack(rr.rtype, CLASS_IN, rr.ttl, 0)
         start = len(self.buf)
-        write = RDATA_WRITERS.get(rr.rtype)
-        if write is None:
-            raise ValueError(f"cannot render RR type {rr.rtype}")
-        write(self, rr.rdata, base)
+        if len(rr.rdata) == 1 and isinstance(rr.rdata[0], bytes):
+            # Raw rdata (zone files, upstream answers): any type, written as it came, uncompressed, which is
+            # always legal (RFC 3597 4); names inside it keep their own spelling.
+            self.buf += rr.rdata[0]
+        else:
+            write = RDATA_WRITERS.get(rr.rtype)
+            if write is None:
+                raise ValueError(f"cannot render RR type {rr.rtype}")
+            write(self, rr.rdata, base)
         struct.pack_into("!H", self.buf, fixed_at + 8, len(self.buf) - start)
 
 
@@ -170,6 +175,8 @@ def render(q: Query, ans: Answer, limit: int) -> Rendered:
     flags = FLAG_QR | (ans.rcode & 0x0F)
     if ans.aa:
         flags |= FLAG_AA
+    if ans.ra:
+        flags |= FLAG_RA
     if truncated:
         flags |= FLAG_TC
     header = struct.pack("!HHHHHH", 0, flags, 1, counts[0], counts[1], counts[2] + (1 if opt else 0))
