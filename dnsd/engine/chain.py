@@ -33,8 +33,9 @@ class AsyncLink(Protocol):
 
     name: str
 
-    async def resolve(self, q: Query) -> Answer | None:
-        """An answer, or None to pass the query on to the next link."""
+    async def resolve(self, q: Query, ctx: QueryContext) -> Answer | None:
+        """An answer, or None to pass the query on to the next link; ctx says who asked (e.g. for
+        allow_recursion) and over what."""
 
 
 def refused() -> Answer:
@@ -64,7 +65,7 @@ class Chain:
 
     async def _resolve_tail(self, q: Query, ctx: QueryContext) -> Answer:
         for link in self.tail:
-            ans = await link.resolve(q)
+            ans = await link.resolve(q, ctx)
             if ans is not None:
                 ans.source = ctx.link = link.name
                 return ans

@@ -21,6 +21,7 @@ import dns.rcode
 import pytest
 from support import FIXTURE_CLUSTER, DnsdHandle, base_config, read_tcp_message, run_dnsd, tcp_frame, wait_until
 
+from dnsd.engine.context import QueryContext
 from dnsd.proto.answer import NOERROR, RR, A, Answer
 from dnsd.proto.wire import Query
 
@@ -37,7 +38,8 @@ class GateLink:
     def gate(self, name: str) -> asyncio.Event:
         return self.gates.setdefault(name, asyncio.Event())
 
-    async def resolve(self, q: Query) -> Answer | None:
+    async def resolve(self, q: Query, ctx: QueryContext) -> Answer | None:
+        assert ctx.client is not None, "the tail knows who asked"
         name = q.name_text
         if name.endswith("boom.test."):
             raise RuntimeError("a link failed")

@@ -32,10 +32,12 @@ FIXTURE_CLUSTER = REPO / "tests" / "data" / "cluster"
 
 
 def base_config(manifests: str | Path, **cluster: Any) -> dict[str, Any]:
-    """A config dict for a test server on 127.0.0.1 port 0 with HTTP off."""
+    """A config dict for a test server on 127.0.0.1 port 0 with HTTP off, no zone files and no forwarding: a test
+    server never sends a query anywhere (the default upstreams are the machine's own resolvers); a test that
+    forwards names loopback upstreams it started itself."""
     cl: dict[str, Any] = {"source": {"files": str(manifests)}}
     cl.update(cluster)
-    return {"listen": ["127.0.0.1:0"], "http": None, "zones": None, "cluster": cl}
+    return {"listen": ["127.0.0.1:0"], "http": None, "zones": None, "forward": None, "recursion": "off", "cluster": cl}
 
 
 @dataclass
