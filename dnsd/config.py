@@ -226,6 +226,13 @@ def _domain(value: Any, path: str) -> str:
     return name
 
 
+def _zone_or_root(value: Any, path: str) -> str:
+    """A domain name, or "." for the root (every name); the root is kept as ""."""
+    if value == ".":
+        return ""
+    return _domain(value, path)
+
+
 def _k8s_name(value: Any, path: str) -> str:
     """An RFC 1123 label, as Kubernetes namespace names are."""
     if not isinstance(value, str) or not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", value):
@@ -338,7 +345,8 @@ def _cluster(value: Any, path: str) -> ClusterConfig:
     for i, zone in enumerate(reverse):
         if not (zone.endswith("in-addr.arpa") or zone.endswith("ip6.arpa")):
             raise _fail(f"{path}.reverse_zones[{i}]", "must be in-addr.arpa, ip6.arpa or a zone below them", zone)
-    fallthrough = _get(data, "fallthrough", path, _list(_domain), d.fallthrough)
+    # "." is every zone, as CoreDNS's bare `fallthrough`; it is kept as "" (the root, no labels).
+    fallthrough = _get(data, "fallthrough", path, _list(_zone_or_root), d.fallthrough)
     return ClusterConfig(
         domain=domain,
         reverse_zones=reverse,

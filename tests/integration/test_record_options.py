@@ -411,7 +411,7 @@ IGNORE_EMPTY = rows(
     ),
 )
 
-# ---------------------------------------------------------------- fallthrough (CoreDNS; CoreDNS `fallthrough`)
+# ---------------------------------------------------------------- fallthrough (CoreDNS `fallthrough`)
 # There is no forwarder yet: a fallen-through name reaches the terminal link, REFUSED.
 
 FALLTHROUGH = rows(
@@ -434,6 +434,14 @@ FALLTHROUGH = rows(
     Case("testns.svc.cluster.local.", "A", note="NODATA never falls through"),
     Case("svc1.testns.svc.cluster.local.", "A", answer="svc1.testns.svc.cluster.local. 5 IN A 10.0.0.1"),
     Case(ptr4("10.99.99.99"), "PTR", "NXDOMAIN", note="in-addr.arpa is not listed"),
+) + rows(
+    "fallthrough-every-zone",
+    {"fallthrough": ["."]},
+    Case("svc0.testns.svc.cluster.local.", "A", "REFUSED", note="'.': every zone, as CoreDNS's bare fallthrough"),
+    Case(ptr4("10.99.99.99"), "PTR", "REFUSED"),
+    Case(ptr6("dead:beef::1"), "PTR", "REFUSED"),
+    Case("svc1.testns.svc.cluster.local.", "AAAA", note="NODATA never falls through"),
+    Case(ptr4("10.0.0.1"), "PTR", answer=f"{ptr4('10.0.0.1')} 5 IN PTR svc1.testns.svc.cluster.local."),
 )
 
 # ---------------------------------------------------------------- reverse_zones (spec 2.1, 2.3.3; CoreDNS's apex)

@@ -1004,7 +1004,7 @@ APEX = [
     Case("testns.svc.cluster.local.", "SOA"),
 ]
 
-# ---------------------------------------------------------------- NXDOMAIN vs NODATA (spec 2.1; CoreDNS; CoreDNS `namespaces`)
+# ---------------------------------------------------------------- NXDOMAIN vs NODATA (RFC 2308, RFC 8020; CoreDNS `namespaces`)
 
 NEGATIVE = [
     Case("svc1.testns.svc.cluster.local.", "TXT", note="existing service, missing type"),
