@@ -7,7 +7,6 @@ ConfigError whose message reads `path.to.key: what is wrong: value`.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -505,15 +504,6 @@ def test_unreadable_path(tmp_path: Path, make: Any, error: str) -> None:
         load_config(path)
     msg = str(info.value)
     assert msg.startswith(str(path)) and re.search(error, msg), msg
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_unreadable_file(tmp_path: Path) -> None:
-    path = tmp_path / "secret.yaml"
-    path.write_text("workers: 1\n")
-    path.chmod(0)
-    with pytest.raises(ConfigError, match=r"secret\.yaml: cannot read: Permission denied$"):
-        load_config(path)
 
 
 @pytest.mark.parametrize("path", REFUSED, ids=[p.name for p in REFUSED])
