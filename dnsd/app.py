@@ -17,6 +17,8 @@ from dnsd.sources.base import Source
 from dnsd.sources.files import FileSource
 from dnsd.store.store import Store
 from dnsd.transport.server import DnsServer
+from dnsd.zones.link import ZoneHandler
+from dnsd.zones.source import ZoneSource
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +72,14 @@ class App:
         self.cfg = cfg
         self.store = Store()
         self.records = ClusterRecords(cfg.cluster, self.store, server_ips(cfg))
-        self.chain = Chain([ClusterHandler(self.records)])
+        self.zone_link = ZoneHandler()
+        self.chain = Chain([ClusterHandler(self.records), self.zone_link])
         self.engine = Engine(self.chain, self.store, log_queries=cfg.log.queries)
+        self.zone_source = (
+            ZoneSource(cfg.zones, self.zone_link, self.records.zones, self.engine.invalidate)
+            if cfg.zones is not None
+            else None
+        )
         # DNSD_UDP_BATCH=0 turns recvmmsg/sendmmsg off (the tests run both UDP paths).
         batch_io = os.environ.get("DNSD_UDP_BATCH", "1") != "0"
         self.server = DnsServer(self.engine, cfg.listen, cfg.tcp, batch_io)
@@ -84,8 +92,12 @@ class App:
         self.dns_addresses = list(self.server.addresses)
         try:
             await self.source.start()
+            if self.zone_source is not None:
+                await self.zone_source.start()  # nothing from the zone files is served before their first load
         except BaseException:
             # Failed or cancelled (SIGTERM during the first load): end what the source started, then listen no more.
+            if self.zone_source is not None:
+                await self.zone_source.stop()
             await self.source.stop()
             await self.server.close()
             raise
@@ -93,7 +105,11 @@ class App:
     async def resync(self) -> None:
         """SIGHUP: re-read the sources now (live config reload arrives with a later issue)."""
         await self.source.resync()
+        if self.zone_source is not None:
+            await self.zone_source.resync()
 
     async def stop(self) -> None:
+        if self.zone_source is not None:
+            await self.zone_source.stop()
         await self.source.stop()
         await self.server.close()

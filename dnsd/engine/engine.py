@@ -81,6 +81,10 @@ class Engine:
             self._serial = self.store.serial
             self.table.serial_changed()
 
+    def invalidate(self, tags: set[Tag]) -> None:
+        """Drop every pre-rendered answer carrying one of tags (a zone file reloaded: zones/source.py)."""
+        self.table.invalidate(tags)
+
     def exact_table(self, tcp: bool) -> dict[bytes, bytes]:
         """The exact-query table a listener may look queries up in itself (the fast path inlined: one slice, one
         dict lookup, see fastpath.py). Empty while the query log is on, so that every query is logged."""
