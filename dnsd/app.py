@@ -13,6 +13,7 @@ from dnsd.config import Config, FilesSource
 from dnsd.engine.chain import Chain
 from dnsd.engine.engine import Engine
 from dnsd.errors import DnsdError
+from dnsd.forward.link import make_forwarder
 from dnsd.sources.base import Source
 from dnsd.sources.files import FileSource
 from dnsd.store.store import Store
@@ -57,6 +58,8 @@ def check_buildable(cfg: Config) -> None:
     if source.path.exists() and not source.path.is_dir():
         what = "is a file, not a directory" if source.path.is_file() else "is not a directory"
         raise DnsdError(f"cluster.source.files: {str(source.path)!r} {what} (of Kubernetes manifests)")
+    if cfg.recursion == "iterative":
+        raise DnsdError("recursion: iterative is not built yet; use recursion: forward (forward.upstreams) or off")
 
 
 def make_source(cfg: Config, store: Store) -> Source:
@@ -74,6 +77,9 @@ class App:
         self.records = ClusterRecords(cfg.cluster, self.store, server_ips(cfg))
         self.zone_link = ZoneHandler()
         self.chain = Chain([ClusterHandler(self.records), self.zone_link])
+        self.forwarder = make_forwarder(cfg)  # the async tail: names outside our zones (None: REFUSED)
+        if self.forwarder is not None:
+            self.chain.tail.append(self.forwarder)
         self.engine = Engine(self.chain, self.store, log_queries=cfg.log.queries)
         self.zone_source = (
             ZoneSource(cfg.zones, self.zone_link, self.records.zones, self.engine.invalidate)
@@ -113,3 +119,5 @@ class App:
             await self.zone_source.stop()
         await self.source.stop()
         await self.server.close()
+        if self.forwarder is not None:
+            await self.forwarder.close()

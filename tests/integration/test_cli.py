@@ -305,6 +305,7 @@ def test_config_file_and_override(tmp_path: Path, proc_cleanup: list[DnsdProcess
             {
                 "listen": ["127.0.0.1:0"],
                 "http": None,
+                "forward": None,
                 "cluster": {"ttl": 30, "source": {"files": str(E2E)}},
             }
         )

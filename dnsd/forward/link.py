@@ -1,0 +1,259 @@
+"""The forward link: sends names we are not authoritative for to upstream resolvers, as CoreDNS's `forward`.
+
+Upstreams come from the config (`ip`, `ip:port`, `[v6]:port`) or a resolv.conf file; `forward.domains` adds
+per-domain stubs, the most specific suffix winning. One query tries the upstreams of its group once each, in
+the order the policy gives, with the ones marked down last; a timeout, network error, malformed reply, SERVFAIL
+or REFUSED moves on to the next. MAX_FAILS transport failures in a row mark an upstream down, and a background
+probe (`. NS`, as CoreDNS's health check) asks it every PROBE_INTERVAL until it answers. When every upstream
+failed the client gets SERVFAIL, never NXDOMAIN, within timeout x upstreams (plus TCP retries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import random
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import dns.flags
+import dns.message
+import dns.name
+import dns.rdataclass
+
+from dnsd.config import Config, ForwardConfig, ListenAddress
+from dnsd.engine.context import QueryContext
+from dnsd.forward.resolvconf import read_resolv_conf
+from dnsd.proto.answer import NOERROR, NXDOMAIN, OPT, REFUSED, RR, SERVFAIL, Answer, Labels
+from dnsd.proto.wire import Query
+from dnsd.upstream.client import Server, UpstreamError, exchange, make_request, parse_server
+
+log = logging.getLogger(__name__)
+
+MAX_FAILS = 2  # transport failures in a row that mark an upstream down (CoreDNS forward's max_fails)
+PROBE_INTERVAL = 0.5  # seconds between health probes of a down upstream (CoreDNS's health_check default)
+MAX_CONCURRENT = 1000  # client queries waiting on upstreams at once (CoreDNS's max_concurrent in the k8s addon)
+TSIG = 250
+_ROOT = dns.name.root
+
+
+class Upstream:
+    """One upstream server and its health (shared by every group that names it)."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.fails = 0
+        self.down = False
+
+
+class Group:
+    """The upstreams of one domain (the default group's domain is the root) and the policy that orders them."""
+
+    def __init__(self, domain: Labels, upstreams: Sequence[Upstream], policy: str) -> None:
+        self.domain = domain
+        self.upstreams = list(upstreams)
+        self.policy = policy
+        self._next = 0
+
+    def order(self) -> list[Upstream]:
+        """The upstreams to try for one query: in policy order, the ones marked down last (still tried: a
+        down upstream may be the only one left)."""
+        ups = self.upstreams
+        if self.policy == "random":
+            ups = random.sample(ups, len(ups))
+        elif self.policy == "round_robin" and ups:
+            start = self._next % len(ups)
+            self._next = start + 1
+            ups = ups[start:] + ups[:start]
+        return [u for u in ups if not u.down] + [u for u in ups if u.down]
+
+
+def _in(name: Labels, zone: Labels) -> bool:
+    return len(name) >= len(zone) and name[len(name) - len(zone) :] == zone
+
+
+def _labels(text: str) -> Labels:
+    return tuple(lab for lab in text.lower().rstrip(".").split(".") if lab)
+
+
+def to_answer(reply: dns.message.Message) -> Answer:
+    """The upstream reply as our Answer: records as raw rdata (rendered uncompressed, RFC 3597 4), owner names
+    with the upstream's spelling, the upstream's OPT and any TSIG left out (our renderer adds our own OPT when
+    the client sent one, RFC 6891 6.1.1: OPT is hop by hop)."""
+    sections: list[list[RR]] = []
+    for section in (reply.answer, reply.authority, reply.additional):
+        rrs: list[RR] = []
+        for rrset in section:
+            if rrset.rdtype in (OPT, TSIG) or rrset.rdclass != dns.rdataclass.IN:
+                continue
+            owner = tuple(lab.decode("latin-1") for lab in rrset.name.labels[:-1])
+            for rd in rrset:
+                rrs.append(RR(owner, int(rrset.rdtype), rrset.ttl, (rd.to_wire(),)))
+        sections.append(rrs)
+    ans = Answer(reply.rcode() & 0x0F, sections[0], sections[1], sections[2], aa=False, ra=True, cacheable=False)
+    ans.zone = None
+    return ans
+
+
+def _servfail() -> Answer:
+    return Answer(SERVFAIL, aa=False, ra=True, cacheable=False)
+
+
+class Forwarder:
+    """The async-tail link that forwards."""
+
+    name = "forward"
+
+    def __init__(
+        self,
+        cfg: ForwardConfig,
+        *,
+        listen: Iterable[ListenAddress] = (),
+        cluster_domain: str = "cluster.local",
+        allow: Iterable[str] = (),
+    ) -> None:
+        self.timeout = cfg.timeout
+        self.listen = list(listen)
+        self.cluster_domain = _labels(cluster_domain)
+        self.allow = [ipaddress.ip_network(c, strict=False) for c in allow]
+        self.max_fails = MAX_FAILS
+        self.probe_interval = PROBE_INTERVAL
+        self.max_concurrent = MAX_CONCURRENT
+        self.inflight = 0
+        self.shed = 0  # queries answered SERVFAIL at once because max_concurrent were waiting
+        self.refused = 0  # queries from clients outside allow_recursion
+        self._upstreams: dict[Server, Upstream] = {}
+        self._probes: dict[Server, asyncio.Task[None]] = {}
+        self.default = Group((), self._resolve_upstreams(cfg.upstreams), cfg.policy)
+        stubs = [Group(_labels(d), self._resolve_upstreams(ups), cfg.policy) for d, ups in cfg.domains]
+        self.stubs = sorted(stubs, key=lambda g: len(g.domain), reverse=True)  # most specific first
+
+    def _resolve_upstreams(self, specs: Iterable[str]) -> list[Upstream]:
+        out: list[Upstream] = []
+        for spec in specs:
+            servers = read_resolv_conf(Path(spec), self.listen) if spec.startswith(("/", ".")) else [parse_server(spec)]
+            for server in servers:
+                up = self._upstreams.setdefault(server, Upstream(server))
+                if up not in out:
+                    out.append(up)
+        return out
+
+    def upstream(self, text: str) -> Upstream:
+        """The health record of an upstream ('ip:port'), for tests and, later, metrics."""
+        return self._upstreams[parse_server(text)]
+
+    @property
+    def servers(self) -> list[Server]:
+        return [u.server for u in self.default.upstreams]
+
+    def group_for(self, name: Labels) -> Group:
+        """The most specific stub whose domain holds the name, else the default upstreams."""
+        for group in self.stubs:
+            if _in(name, group.domain):
+                return group
+        return self.default
+
+    def allowed(self, client: tuple[str, int] | None) -> bool:
+        if client is None:
+            return False
+        try:
+            ip = ipaddress.ip_address(client[0].split("%")[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self.allow)
+
+    async def resolve(self, q: Query, ctx: QueryContext) -> Answer | None:
+        if _in(q.labels, self.cluster_domain):
+            # Never forwarded, even when cluster.fallthrough names the cluster domain: upstream data for our
+            # own domain could shadow or invent services (issue 6; dnsd differs from CoreDNS on purpose).
+            return None
+        if not self.allowed(ctx.client):
+            self.refused += 1
+            return Answer(REFUSED, aa=False, cacheable=False)  # and no upstream query is made
+        group = self.group_for(q.labels)
+        if not group.upstreams:
+            return _servfail()
+        if self.inflight >= self.max_concurrent:
+            self.shed += 1
+            return _servfail()
+        self.inflight += 1
+        try:
+            return await self._forward(q, group)
+        finally:
+            self.inflight -= 1
+
+    async def _forward(self, q: Query, group: Group) -> Answer:
+        qname = dns.name.from_wire(q.qname_wire, 0)[0]  # the client's spelling (RFC 4343)
+        do = q.edns is not None and q.edns.do
+        for up in group.order():
+            request = make_request(qname, q.qtype, do)
+            if q.flags & 0x0010:
+                request.flags |= dns.flags.CD  # RFC 4035 3.2.2: the client validates itself
+            try:
+                reply = await exchange(up.server, request, self.timeout)
+            except UpstreamError as exc:
+                self._failed(up, exc)
+                continue
+            self._answered(up)
+            rcode = reply.rcode()
+            if rcode in (NOERROR, NXDOMAIN):
+                return to_answer(reply)
+            log.debug("forward: %s answered %s for %s; trying the next", up.server, rcode, qname)
+        return _servfail()
+
+    # ------------------------------------------------------------ health
+
+    def _answered(self, up: Upstream) -> None:
+        up.fails = 0
+        if up.down:
+            self._mark_up(up)
+
+    def _failed(self, up: Upstream, exc: Exception) -> None:
+        up.fails += 1
+        log.debug("forward: %s failed: %s", up.server, exc)
+        if up.fails >= self.max_fails and not up.down:
+            up.down = True
+            log.warning("forward: upstream %s is down (%d failures in a row: %s); probing it", up.server, up.fails, exc)
+            if up.server not in self._probes:
+                task = asyncio.get_running_loop().create_task(self._probe(up), name=f"probe {up.server}")
+                self._probes[up.server] = task
+                task.add_done_callback(self._probe_done)
+
+    def _probe_done(self, task: asyncio.Task[None]) -> None:
+        for server, t in list(self._probes.items()):
+            if t is task:
+                del self._probes[server]
+
+    def _mark_up(self, up: Upstream) -> None:
+        up.down = False
+        up.fails = 0
+        log.warning("forward: upstream %s answers again", up.server)
+
+    async def _probe(self, up: Upstream) -> None:
+        """Ask a down upstream `. NS` every probe_interval until it answers (any rcode: it is alive)."""
+        while up.down:
+            await asyncio.sleep(self.probe_interval)
+            try:
+                await exchange(up.server, make_request(_ROOT, 2), self.timeout)
+            except UpstreamError:
+                continue
+            if up.down:
+                self._mark_up(up)
+
+    async def close(self) -> None:
+        """Stop the probes (app shutdown)."""
+        tasks = list(self._probes.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._probes.clear()
+
+
+def make_forwarder(cfg: Config) -> Forwarder | None:
+    """The forward link the config asks for: none with `recursion: off` (or iterative) or `forward: null`."""
+    if cfg.recursion != "forward" or cfg.forward is None:
+        return None
+    return Forwarder(cfg.forward, listen=cfg.listen, cluster_domain=cfg.cluster.domain, allow=cfg.allow_recursion)
