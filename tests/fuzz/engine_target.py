@@ -208,7 +208,14 @@ def build_target() -> Target:
     for f in ("big.yaml", "chains.yaml", "mid.yaml"):  # base.yaml defines namespace default again
         shutil.copy(DATA / "protocol" / f, tmp / f"protocol-{f}")
     cfg = parse_config(
-        {"listen": ["127.0.0.1:0"], "http": None, "zones": None, "cluster": {"source": {"files": str(tmp)}}}
+        {
+            "listen": ["127.0.0.1:0"],
+            "http": None,
+            "zones": None,
+            "forward": None,  # never forward a fuzz input to the machine's own resolvers
+            "recursion": "off",
+            "cluster": {"source": {"files": str(tmp)}},
+        }
     )
     app = App(cfg)
     loop = asyncio.new_event_loop()
