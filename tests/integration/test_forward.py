@@ -231,6 +231,8 @@ server:
   server-count: 1
   verbosity: 0
   minimal-responses: yes
+  rrl-ratelimit: 0  # no response rate limiting: tests ask NSD many times from one address
+  rrl-whitelist-ratelimit: 0
 remote-control:
   control-enable: no
 zone:
