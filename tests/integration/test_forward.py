@@ -84,9 +84,17 @@ class FakeUpstream:
 
     async def _start(self, port: int) -> None:
         loop = asyncio.get_running_loop()
-        self.udp, _ = await loop.create_datagram_endpoint(lambda: _FakeUdp(self), local_addr=(self.host, port))
-        self.port: int = self.udp.get_extra_info("sockname")[1]
-        self.tcp = await asyncio.start_server(self._tcp_client, self.host, self.port)
+        for attempt in range(50):
+            self.udp, _ = await loop.create_datagram_endpoint(lambda: _FakeUdp(self), local_addr=(self.host, port))
+            self.port: int = self.udp.get_extra_info("sockname")[1]
+            try:
+                self.tcp = await asyncio.start_server(self._tcp_client, self.host, self.port)
+                break
+            except OSError:
+                # The kernel's free UDP port may be a busy TCP one: take another pair.
+                self.udp.close()
+                if port or attempt == 49:
+                    raise
         self.spoof, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=(SPOOF_HOST, 0))
 
     @property
