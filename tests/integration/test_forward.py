@@ -64,7 +64,20 @@ class Seen:
     qtype: str
 
 
-BEHAVIOURS = {"ok", "nx", "drop", "slow", "servfail", "refused", "garbage", "tc", "wrongid", "wrongq", "othersrc"}
+BEHAVIOURS = {
+    "tcgarbage",
+    "ok",
+    "nx",
+    "drop",
+    "slow",
+    "servfail",
+    "refused",
+    "garbage",
+    "tc",
+    "wrongid",
+    "wrongq",
+    "othersrc",
+}
 
 
 class FakeUpstream:
@@ -127,7 +140,7 @@ class FakeUpstream:
         what = self.behaviour(q.question[0].name)
         if what == "drop":
             return []
-        if what == "garbage":
+        if what == "garbage" or (what == "tcgarbage" and tcp):
             # The right ID and QR, so it passes the cheap checks, then bytes no parser accepts.
             return [("main", q.id.to_bytes(2, "big") + b"\x81\x80\x00\x01\x00\x05\x00\x00\x00\x00" + b"\xff" * 30, 0)]
         if what in ("servfail", "refused", "nx"):
@@ -138,7 +151,7 @@ class FakeUpstream:
             return [("main", self.answer(q), self.delay)]
         if tcp:
             return [("main", self.answer(q), 0)]
-        if what == "tc":
+        if what in ("tc", "tcgarbage"):
             r = dns.message.make_response(q)
             r.flags |= dns.flags.TC
             return [("main", r.to_wire(), 0)]
@@ -462,7 +475,7 @@ def test_policy_orders_the_upstreams(
     assert check(_counts(fakes)), _counts(fakes)
 
 
-@pytest.mark.parametrize("failure", ["drop", "servfail", "refused", "garbage"])
+@pytest.mark.parametrize("failure", ["drop", "servfail", "refused", "garbage", "tcgarbage"])
 def test_failover_to_the_next_upstream(
     forwarding: Callable[..., DnsdHandle], fakes: list[FakeUpstream], failure: str
 ) -> None:
@@ -472,7 +485,8 @@ def test_failover_to_the_next_upstream(
     msg = query(h, "www.failover.test.")
     assert rcode_text(msg) == "NOERROR"
     assert answer_ips(msg) == ["192.0.2.2"], "the second upstream's answer, never the failed one's"
-    assert len(first.queries("A")) == 1 and len(second.queries("A")) == 1
+    assert len(first.queries("A", "udp")) == 1 and len(second.queries("A")) == 1
+    assert len(first.queries("A", "tcp")) == (1 if failure == "tcgarbage" else 0), "TC: the TCP retry"
 
 
 @pytest.mark.parametrize("failure", ["drop", "servfail", "refused", "garbage"])
@@ -535,6 +549,20 @@ def test_inflight_cap_sheds_with_servfail(forwarding: Callable[..., DnsdHandle],
         assert rest == [(100, "NOERROR"), (101, "NOERROR")]
     assert not any(s.qname == "over.cap.test." for s in slow.seen), "a shed query never reaches an upstream"
     assert h.call(lambda: fwd.shed) == 1
+
+
+def test_ipv6_upstream(forwarding: Callable[..., DnsdHandle]) -> None:
+    try:
+        fake = FakeUpstream(6, host="::1")
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback: {exc}")
+    try:
+        h = forwarding([f"[::1]:{fake.port}"])
+        assert answer_ips(query(h, "www.v6.test.")) == ["192.0.2.6"]
+        assert answer_ips(query(h, "tc.v6.test.")) == ["192.0.2.6"]
+        assert [s.transport for s in fake.queries("A")] == ["udp", "udp", "tcp"]
+    finally:
+        fake.stop()
 
 
 # ---------------------------------------------------------------- stubs
