@@ -8,7 +8,7 @@ from dnsd.zones.zone import Zone
 
 
 class ZoneHandler:
-    name = "zones"
+    name = "zone"
 
     def __init__(self) -> None:
         # Replaced whole by the source (never mutated), so a lookup always sees one consistent set of zones.

@@ -172,19 +172,22 @@ class Zone:
 
 def load_zone(path: Path, text: str | None = None) -> Zone:
     """Parse a whole zone file (dnspython's reader). Raises ZoneError `PATH:LINE: reason` (or `PATH: reason`)."""
+    origin: str | None = None
     try:
         if text is None:
             text = path.read_text(encoding="utf-8", errors="surrogateescape")
         try:
             # origin=None: the file's $ORIGIN decides; a file without one is read with its file name.
             z = dns.zone.from_text(text, origin=None, relativize=False, filename=str(path))
-        except dns.zone.UnknownOrigin:
-            z = dns.zone.from_text(text, origin=origin_from_filename(path), relativize=False, filename=str(path))
+        except (dns.zone.UnknownOrigin, AssertionError):
+            # A relative name before any $ORIGIN, or no record at all (dnspython asserts an origin then).
+            origin = origin_from_filename(path)
+            z = dns.zone.from_text(text, origin=origin, relativize=False, filename=str(path))
     except OSError as exc:
         raise ZoneError(f"{path}: {exc.strerror or exc}") from exc
     except dns.exception.SyntaxError as exc:
-        msg = str(exc)
-        raise ZoneError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from exc
+        assert text is not None
+        raise ZoneError(_located(path, text, origin, str(exc))) from exc
     except dns.zone.NoSOA as exc:
         raise ZoneError(f"{path}: no SOA record at the zone apex") from exc
     except dns.zone.NoNS as exc:
@@ -192,6 +195,37 @@ def load_zone(path: Path, text: str | None = None) -> Zone:
     except (dns.exception.DNSException, ValueError, UnicodeError) as exc:
         raise ZoneError(f"{path}: {exc}") from exc
     return build_zone(path, z)
+
+
+def _parse_error(path: Path, text: str, origin: str | None) -> str | None:
+    """The reader's syntax error for text, without its `PATH:LINE: ` prefix; None if it reads."""
+    try:
+        dns.zone.from_text(text, origin=origin, relativize=False, filename=str(path), check_origin=False)
+    except dns.exception.SyntaxError as exc:
+        msg = str(exc)
+        return msg[len(f"{path}:") :].partition(": ")[2] if msg.startswith(f"{path}:") else msg
+    except Exception:  # anything else (a missing $ORIGIN included) is not that syntax error
+        return None
+    return None
+
+
+def _located(path: Path, text: str, origin: str | None, msg: str) -> str:
+    """`PATH:LINE: reason` with the line of the record at fault. dnspython reports the line its tokenizer is on,
+    one past the record when the error shows only once the record's end of line was read (a bad address, a
+    missing field); so if the lines before the reported one fail alone with the same reason, the record is
+    the line before."""
+    prefix = f"{path}:"
+    if not msg.startswith(prefix):
+        return f"{path}: {msg}"
+    line_text, _, reason = msg[len(prefix) :].partition(": ")
+    if not line_text.isdigit():
+        return msg
+    line = int(line_text)
+    if line > 1:
+        head = "".join(text.splitlines(keepends=True)[: line - 1])
+        if _parse_error(path, head, origin) == reason:
+            line -= 1
+    return f"{path}:{line}: {reason}"
 
 
 def build_zone(path: Path, z: dns.zone.Zone) -> Zone:
@@ -202,7 +236,7 @@ def build_zone(path: Path, z: dns.zone.Zone) -> Zone:
     cuts: set[Labels] = set()
     for name, node in z.nodes.items():
         owner = labels(name if name.is_absolute() else name.derelativize(z.origin))
-        data: dict[int, RRSet] = {}
+        data: dict[int, RRSet] = {}  # in the file's order (dnspython keeps it): ANY answers the first
         for rds in node.rdatasets:
             if rds.covers != dns.rdatatype.NONE:
                 continue  # RRSIGs are not served: dnsd does not sign (no DNSSEC)
