@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dnsd.proto.answer import Answer, Labels
 from dnsd.proto.wire import Query
-from dnsd.zones.zone import Zone
+from dnsd.zones.zone import MAX_CHASE, Zone
 
 
 class ZoneHandler:
@@ -18,9 +18,28 @@ class ZoneHandler:
         zones = self.zones
         if not zones:
             return None
-        name = q.labels
-        for i in range(len(name) + 1):  # longest suffix first: the most specific zone wins
-            zone = zones.get(name[i:])
-            if zone is not None:
-                return zone.lookup(name, q.qtype)
-        return None
+        zone = _zone_of(zones, q.labels)
+        if zone is None:
+            return None
+        ans = zone.new_answer()
+        target = zone.answer_into(q.labels, q.qtype, ans)
+        hops = 0
+        # A CNAME into another of our zones is chased there, as NSD chases across the zones it serves; the
+        # answer then depends on both zones (their tags). A target in no zone of ours: the CNAME alone.
+        while target is not None and hops < MAX_CHASE:
+            zone = _zone_of(zones, target)
+            if zone is None:
+                break
+            ans.tags = ans.tags | {zone.tag}
+            target = zone.answer_into(target, q.qtype, ans)
+            hops += 1
+        return ans
+
+
+def _zone_of(zones: dict[Labels, Zone], name: Labels) -> Zone | None:
+    """The longest loaded zone containing name: the most specific zone wins."""
+    for i in range(len(name) + 1):
+        zone = zones.get(name[i:])
+        if zone is not None:
+            return zone
+    return None

@@ -85,6 +85,7 @@ class ZoneSource:
         self.loaded: dict[Path, Zone] = {}  # the last valid version of every file
         self.reported: set[str] = set()  # the conflicts reported (duplicate origins, cluster zones), once each
         self.missing_reported = False
+        self.too_many = False
         self.ready = asyncio.Event()  # set once the first load is applied
         self.armed = asyncio.Event()  # set once the watcher sees changes (tests wait on it)
         self._stop = asyncio.Event()
@@ -127,8 +128,7 @@ class ZoneSource:
                 self.missing_reported = True
         else:
             self.missing_reported = False
-        if result.too_many:
-            self._report(f"{self.root}: more than {MAX_FILES} zone files; the rest are ignored")
+        self.too_many = result.too_many
         for path, got in result.parsed.items():
             if isinstance(got, ZoneError):
                 # Reported once per version of the file (it is re-read only when its stat changes).
@@ -145,6 +145,8 @@ class ZoneSource:
         """Swap in the zone set the loaded files make, and drop the pre-rendered answers of what changed."""
         served: dict[Labels, Zone] = {}
         problems: set[str] = set()
+        if self.too_many:
+            problems.add(f"{self.root}: more than {MAX_FILES} zone files; the rest are ignored")
         for path in sorted(self.loaded):
             zone = self.loaded[path]
             origin = ".".join(zone.origin) + "."
@@ -163,23 +165,18 @@ class ZoneSource:
         if not changed:
             return
         self.link.zones = served
-        # A zone that appears or goes also changes the answers its parent zones gave for the names below it.
-        tags = {zone_tag(".".join(o)) for o in changed}
-        for o in changed:
-            for parent in old.keys() | served.keys():
-                if len(parent) < len(o) and o[len(o) - len(parent) :] == parent:
-                    tags.add(zone_tag(".".join(parent)))
+        if served.keys() == old.keys():
+            tags = {zone_tag(".".join(o)) for o in changed}
+        else:
+            # A zone that appears or goes also changes the answers of others: its parent's names below it, and
+            # every CNAME into it from another zone (chased there now, or no longer). Rare: drop every zone's.
+            tags = {zone_tag(".".join(o)) for o in served.keys() | old.keys()}
         for o in sorted(changed):
             if o in served:
                 log.info("zone %s. loaded from %s", ".".join(o), served[o].path)
             else:
                 log.info("zone %s. withdrawn", ".".join(o))
         self.on_change(tags)
-
-    def _report(self, msg: str) -> None:
-        if msg not in self.reported:
-            log.error("%s", msg)
-            self.reported.add(msg)
 
     # ------------------------------------------------------------ watching
 

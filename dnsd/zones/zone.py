@@ -31,7 +31,7 @@ from dnsd.proto.answer import (
 )
 
 DS = 43
-MAX_CHASE = 8  # CNAMEs followed inside one zone before the chain is cut off (a loop or a long chain)
+MAX_CHASE = 8  # CNAMEs followed before the chain is cut off (a loop or a long chain), per zone and across zones
 IGNORED_SUFFIXES = (".md", ".txt", "~", ".swp", ".swx", ".tmp", ".bak", ".orig", ".rej")
 
 
@@ -78,21 +78,30 @@ class Zone:
     # ------------------------------------------------------------ lookup
 
     def lookup(self, qname: Labels, qtype: int) -> Answer:
-        """The answer for a lower-case name inside this zone."""
-        ans = Answer(NOERROR, zone=self.origin, tags=frozenset((self.tag,)))
-        name = qname
+        """The answer for a lower-case name inside this zone, its CNAMEs chased inside it."""
+        ans = self.new_answer()
+        self.answer_into(qname, qtype, ans)
+        return ans
+
+    def new_answer(self) -> Answer:
+        return Answer(NOERROR, zone=self.origin, tags=frozenset((self.tag,)))
+
+    def answer_into(self, name: Labels, qtype: int, ans: Answer) -> Labels | None:
+        """Answer a lower-case name inside this zone into ans; a CNAME target outside this zone that is still
+        to be followed (by the link, in another zone), if any."""
         seen: set[Labels] = set()
         for _ in range(MAX_CHASE + 1):
             target = self._step(name, qtype, ans)
             if target is None:
-                break
+                return None
             seen.add(name)
-            # RFC 1034 4.3.2 step 3a: a CNAME restarts the lookup at its target, here only inside this zone;
-            # outside it the CNAME alone is the answer until forwarding chases it through the chain.
-            if not self.contains(target) or target in seen:
-                break
+            # RFC 1034 4.3.2 step 3a: a CNAME restarts the lookup at its target (a loop ends the chase).
+            if target in seen:
+                return None
+            if not self.contains(target):
+                return target
             name = target
-        return ans
+        return None
 
     def contains(self, name: Labels) -> bool:
         n = len(self.origin)
@@ -162,7 +171,8 @@ class Zone:
     def _referral(self, cut: Labels, ans: Answer) -> None:
         """A delegation: the NS RRset of the cut in authority, glue in additional, AA clear (RFC 1034 4.3.2)."""
         ns = self.nodes[cut][NS]
-        ans.aa = False
+        # AA stays set when the CNAMEs that led here are ours (RFC 1035 4.1.1: AA is about the answer section).
+        ans.aa = bool(ans.answer)
         ans.authority.extend(ns.rrs)
         self._additional(ns.targets, ans)
 

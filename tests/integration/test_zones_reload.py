@@ -151,6 +151,24 @@ EVENTS = [
         [Check("www.sub.a.test.", "A", ok("www.sub.a.test. 300 IN A 192.0.2.99"))],
     ),
     Event(
+        "cname-target-zone-changes",
+        # An answer chased into another zone depends on both: a change of the target's zone drops it too.
+        {
+            "a.test.zone": zone_text("a.test.", "alias 300 IN CNAME www.b.test.\n"),
+            "b.test.zone": zone_text("b.test.", A_OLD),
+        },
+        write("b.test.zone", zone_text("b.test.", A_NEW, serial=2)),
+        [Check("alias.a.test.", "A", ok("alias.a.test. 300 IN CNAME www.b.test.", "www.b.test. 300 IN A 192.0.2.10"))],
+        [Check("alias.a.test.", "A", ok("alias.a.test. 300 IN CNAME www.b.test.", "www.b.test. 300 IN A 192.0.2.20"))],
+    ),
+    Event(
+        "cname-target-zone-appears",
+        {"a.test.zone": zone_text("a.test.", "alias 300 IN CNAME www.b.test.\n")},
+        write("b.test.zone", zone_text("b.test.", A_OLD)),
+        [Check("alias.a.test.", "A", ok("alias.a.test. 300 IN CNAME www.b.test."))],
+        [Check("alias.a.test.", "A", ok("alias.a.test. 300 IN CNAME www.b.test.", "www.b.test. 300 IN A 192.0.2.10"))],
+    ),
+    Event(
         "broken-new-file-not-served",
         {"a.test.zone": zone_text("a.test.", A_OLD)},
         write("d.test.zone", "$ORIGIN d.test.\n$TTL 300\nwww IN A 192.0.2.1\n"),  # no SOA
