@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 Sig = tuple[int, int, int, int]  # (inode, size, mtime_ns, ctime_ns): a file whose stat is unchanged is not re-read
 WAKE_MS = 1000  # the watcher wakes at least this often and re-stats the directory (a missed event costs <= 1 s)
 MAX_FILES = 10_000  # zone files read from one directory; more are ignored and reported
+MAX_ZONE_BYTES = 256 * 1024 * 1024  # a bigger file is reported and not read (memory is bounded per file)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,9 @@ def scan(root: Path, known: dict[Path, Sig]) -> Scan:
         sig = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         sigs[path] = sig
         if known.get(path) != sig:
+            if st.st_size > MAX_ZONE_BYTES:
+                parsed[path] = ZoneError(f"{path}: larger than {MAX_ZONE_BYTES} octets; not read")
+                continue
             try:
                 parsed[path] = load_zone(path)
             except ZoneError as exc:

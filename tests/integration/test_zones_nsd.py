@@ -210,6 +210,7 @@ CASES = [
     Case("foo." + TEST, "A", "the apex wildcard: the owner is the query name (RFC 4592 3.3.1)"),
     Case("foo." + TEST, "MX", "the wildcard matches, but has no MX: NODATA"),
     Case("x.apps." + EX, "A", "a wildcard below the apex"),
+    Case("apps." + EX, "A", "the wildcard's parent: an empty non-terminal, NODATA"),
     Case("x.y.apps." + EX, "TXT", "a wildcard answers deeper names too"),
     Case("a.wc." + TEST, "A", "a wildcard CNAME, chased"),
     Case("a.b.wc." + TEST, "CNAME", "a wildcard CNAME asked as CNAME"),

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from dnsd.proto.answer import zone_tag
+from dnsd.zones import source
 from dnsd.zones.zone import ZoneError, is_zone_file, load_zone
 
 HEAD = "$TTL 300\n@ IN SOA ns1 hostmaster 1 7200 3600 1209600 60\n@ IN NS ns1\nns1 IN A 192.0.2.1\n"
@@ -104,3 +105,23 @@ def test_negative_ttl(tmp_path: Path, soa: str, neg_ttl: int) -> None:
     path = tmp_path / "example.org.zone"
     path.write_text(f"{soa}\n@ 300 IN NS ns1\n")
     assert load_zone(path).soa_neg.ttl == neg_ttl
+
+
+@pytest.mark.parametrize(
+    ("size", "error"),
+    [
+        (100, None),
+        (10, ": larger than {limit} octets; not read"),  # the limit, lowered for the test, is below the file
+    ],
+)
+def test_size_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int, error: str | None) -> None:
+    """A zone file bigger than the limit is reported and never read into memory."""
+    path = tmp_path / "example.org.zone"
+    path.write_text(HEAD)
+    limit = len(HEAD) * size // 50
+    monkeypatch.setattr(source, "MAX_ZONE_BYTES", limit)
+    got = source.scan(tmp_path, {}).parsed[path]
+    if error is None:
+        assert not isinstance(got, ZoneError), got
+    else:
+        assert isinstance(got, ZoneError) and str(got) == f"{path}{error.format(limit=limit)}"
