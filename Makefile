@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TEST_TOOLS := dig:bind9-dnsutils kdig:knot-dnsutils nslookup:bind9-dnsutils nsd:nsd
 BENCH_TOOLS := dnsperf:dnsperf nsd:nsd taskset:util-linux
 
-.PHONY: run test lint unit bench system-test-deps system-bench-deps clean
+.PHONY: run setup test lint unit bench system-test-deps system-bench-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { echo "error: '$(PYTHON) -m venv' failed: install the Debian package python3-venv"; exit 1; }
@@ -44,6 +44,9 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check dnsd tests bench
 	$(BIN)/mypy dnsd
+
+# Everything `make test` needs installed (the only step that needs the network: CI runs it, then the tests offline).
+setup: $(STAMP) system-test-deps
 
 test: $(STAMP) system-test-deps lint
 	$(BIN)/python -m pytest -q
