@@ -77,9 +77,9 @@ class App:
         self.records = ClusterRecords(cfg.cluster, self.store, server_ips(cfg))
         self.zone_link = ZoneHandler()
         self.chain = Chain([ClusterHandler(self.records), self.zone_link])
-        self.forwarder = make_forwarder(cfg)  # the async tail: names outside our zones (None: REFUSED)
-        if self.forwarder is not None:
-            self.chain.tail.append(self.forwarder)
+        # The async tail: names outside our zones (None: REFUSED). It joins the chain once the zone files are
+        # loaded (start), so that no name of a zone file is ever forwarded while the zones are still being read.
+        self.forwarder = make_forwarder(cfg)
         self.engine = Engine(self.chain, self.store, log_queries=cfg.log.queries)
         self.zone_source = (
             ZoneSource(cfg.zones, self.zone_link, self.records.zones, self.engine.invalidate)
@@ -100,6 +100,8 @@ class App:
             await self.source.start()
             if self.zone_source is not None:
                 await self.zone_source.start()  # nothing from the zone files is served before their first load
+            if self.forwarder is not None:
+                self.chain.tail.append(self.forwarder)
         except BaseException:
             # Failed or cancelled (SIGTERM during the first load): end what the source started, then listen no more.
             if self.zone_source is not None:
