@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from support import FIXTURE_CLUSTER, DnsdHandle, base_config, run_dnsd
+from support.nsd import nsd_upstream
 
 
 @pytest.fixture
@@ -54,3 +55,10 @@ def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     """caplog at INFO for every logger: the reports a test expects from the server."""
     caplog.set_level(logging.INFO)
     return caplog
+
+
+@pytest.fixture(scope="module")
+def nsd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """NSD serving example.test on 127.0.0.1 (a free port), shared by a module; yields 'ip:port'."""
+    with nsd_upstream(tmp_path_factory.mktemp("nsd")) as addr:
+        yield addr

@@ -10,13 +10,18 @@ may go out of order).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Sequence
+from dataclasses import replace
 from typing import Protocol
 
+import dns.exception
+import dns.name
+
 from dnsd.engine.context import QueryContext
-from dnsd.proto.answer import CLASS_IN, REFUSED, Answer
+from dnsd.proto.answer import ANY, CLASS_IN, CNAME, NOERROR, NXDOMAIN, REFUSED, Answer, Labels
 from dnsd.proto.wire import Query
 
 TERMINAL = "terminal"
+MAX_CHASE = 8  # CNAME targets one query may chase from link to link (RFC 1034 5.3.3: bound the work)
 
 
 class Link(Protocol):
@@ -53,21 +58,96 @@ class Chain:
         if q.qclass != CLASS_IN:
             ctx.link = TERMINAL
             return refused()
+        return self._resolve(q, ctx, 0)
+
+    def _resolve(self, q: Query, ctx: QueryContext, depth: int) -> Answer | Awaitable[Answer]:
         for link in self.links:
             ans = link.resolve(q)
             if ans is not None:
                 ans.source = ctx.link = link.name
-                return ans
+                return self._follow(q, ans, ctx, depth)
         if self.tail:
-            return self._resolve_tail(q, ctx)
+            return self._resolve_tail(q, ctx, depth)
         ctx.link = TERMINAL
         return refused()
 
-    async def _resolve_tail(self, q: Query, ctx: QueryContext) -> Answer:
+    async def _resolve_tail(self, q: Query, ctx: QueryContext, depth: int) -> Answer:
         for link in self.tail:
             ans = await link.resolve(q, ctx)
             if ans is not None:
                 ans.source = ctx.link = link.name
-                return ans
+                followed = self._follow(q, ans, ctx, depth)
+                return followed if isinstance(followed, Answer) else await followed
         ctx.link = TERMINAL
         return refused()
+
+    def _follow(self, q: Query, ans: Answer, ctx: QueryContext, depth: int) -> Answer | Awaitable[Answer]:
+        """A link that answers with a CNAME to a name it does not serve (an ExternalName, a zone file's CNAME out of
+        its zones) leaves the rest to the chain: the target is resolved from the first link again, and the
+        answer is the CNAME plus the target's records, with the target's rcode (RFC 6604), as CoreDNS and
+        NSD-behind-a-resolver answer. When the target cannot be resolved (no forwarding, the client may not
+        recurse, upstreams failed) the CNAME alone is the answer, and the client's resolver chases it."""
+        target = dangling_cname(q, ans)
+        if target is None or depth >= MAX_CHASE:
+            return ans
+        first = ctx.link
+        wire = b"".join(bytes((len(label),)) + label.encode("latin-1") for label in target) + b"\x00"
+        sub = replace(q, qname_wire=wire, labels=target, tsig=None)
+        rest = self._resolve(sub, ctx, depth + 1)
+        if isinstance(rest, Answer):
+            return _merge(ans, rest, ctx, first)
+        return self._merge_later(ans, rest, ctx, first)
+
+    async def _merge_later(self, ans: Answer, rest: Awaitable[Answer], ctx: QueryContext, first: str) -> Answer:
+        return _merge(ans, await rest, ctx, first)
+
+
+def _merge(ans: Answer, rest: Answer, ctx: QueryContext, first: str) -> Answer:
+    if rest.rcode not in (NOERROR, NXDOMAIN):
+        ctx.link = first
+        return ans
+    ctx.link = f"{first}+{rest.source}"
+    return Answer(
+        rest.rcode,
+        ans.answer + rest.answer,
+        rest.authority,
+        rest.additional,
+        aa=ans.aa,
+        ra=ans.ra or rest.ra,
+        zone=ans.zone,
+        tags=ans.tags | rest.tags,
+        cacheable=ans.cacheable and rest.cacheable,
+        source=ctx.link,
+    )
+
+
+def dangling_cname(q: Query, ans: Answer) -> Labels | None:
+    """The target a NOERROR answer's CNAME chain ends at when no record of the answer is owned by it; None when
+    the answer needs no chasing (not a CNAME chain, or the CNAME is what was asked for)."""
+    if ans.rcode != NOERROR or q.qtype in (CNAME, ANY) or not ans.answer:
+        return None
+    name, seen = q.labels, {q.labels}
+    targets = {rr.name: rr for rr in ans.answer if rr.rtype == CNAME}
+    while name in targets:
+        following = _target(targets[name].rdata)
+        if following is None or following in seen:
+            return None  # unreadable, or a loop (the link that built it answers it)
+        name = following
+        seen.add(name)
+    if name == q.labels or any(rr.name == name for rr in ans.answer):
+        return None
+    return name
+
+
+def _target(rdata: tuple[object, ...]) -> Labels | None:
+    """A CNAME's target as lower-case labels: (labels,) from the cluster link, raw wire rdata from zone files."""
+    value = rdata[0]
+    if isinstance(value, tuple):
+        return tuple(str(label) for label in value)
+    if isinstance(value, bytes):
+        try:
+            name = dns.name.from_wire(value, 0)[0]
+        except dns.exception.DNSException:
+            return None
+        return tuple(label.decode("latin-1").lower() for label in name.labels[:-1])
+    return None

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +29,6 @@ import dns.rrset
 import pytest
 from support import (
     FIXTURE_CLUSTER,
-    REPO,
     DnsdHandle,
     assert_section,
     base_config,
@@ -46,7 +43,6 @@ from dnsd.errors import DnsdError
 from dnsd.forward.link import Forwarder
 from dnsd.upstream import client as upstream_client
 
-ZONE = REPO / "tests" / "data" / "forward" / "example.test.zone"
 EVIL = "192.0.2.66"  # what every spoofed reply carries: it must never reach a client
 SPOOF_HOST = "127.0.0.2"
 TIMEOUT = 0.3  # forward.timeout in these tests: short, so the failure cases stay fast
@@ -226,70 +222,6 @@ def fakes() -> Iterator[list[FakeUpstream]]:
 
 
 # ---------------------------------------------------------------- NSD, a real upstream
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-NSD_CONF = """\
-server:
-  ip-address: 127.0.0.1@{port}
-  port: {port}
-  do-ip6: no
-  username: ""
-  chroot: ""
-  zonesdir: "{dir}"
-  pidfile: "{dir}/nsd.pid"
-  database: ""
-  zonelistfile: "{dir}/zone.list"
-  xfrdfile: "{dir}/xfrd.state"
-  xfrdir: "{dir}"
-  logfile: "{dir}/nsd.log"
-  server-count: 1
-  verbosity: 0
-  minimal-responses: yes
-  rrl-ratelimit: 0  # no response rate limiting: tests ask NSD many times from one address
-  rrl-whitelist-ratelimit: 0
-remote-control:
-  control-enable: no
-zone:
-  name: "example.test"
-  zonefile: "{zone}"
-"""
-
-
-@pytest.fixture(scope="module")
-def nsd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """NSD serving example.test on 127.0.0.1 (a free port); yields 'ip:port'."""
-    exe = shutil.which("nsd") or "/usr/sbin/nsd"
-    if not Path(exe).exists():
-        pytest.fail("NSD is not installed (make system-test-deps installs it)")
-    d = tmp_path_factory.mktemp("nsd")
-    port = _free_port()
-    conf = d / "nsd.conf"
-    conf.write_text(NSD_CONF.format(port=port, dir=d, zone=ZONE))
-    proc = subprocess.Popen([exe, "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-
-        def ready() -> bool:
-            try:
-                return query(("127.0.0.1", port), "www.example.test.", timeout=0.2).rcode() == dns.rcode.NOERROR
-            except Exception:
-                return False
-
-        wait_until(ready, timeout=15)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 # ---------------------------------------------------------------- dnsd forwarding to them
