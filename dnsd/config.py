@@ -72,6 +72,7 @@ class ForwardConfig:
     policy: str = "sequential"
     timeout: float = 2.0
     domains: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    tls_ca: Path | None = None  # CA bundle (PEM) for tls:// upstreams; None: the system's CAs
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,14 +286,69 @@ def _cidr(value: Any, path: str) -> str:
         raise _fail(path, "must be a CIDR such as 10.0.0.0/8", value) from None
 
 
+TLS_PORT = 853  # DNS over TLS (RFC 7858 3.1)
+_TLS_NAME = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?")
+
+
+def parse_tls_upstream(value: str, path: str) -> tuple[ListenAddress, str]:
+    """'tls://IP[:port]#server.name' (RFC 7858): the address, port 853 by default, and the name the server's
+    certificate is verified against (required: an IP address alone names no certificate)."""
+    rest = value[len("tls://") :]
+    addr_text, sep, name = rest.partition("#")
+    if not sep or not name:
+        raise _fail(path, "a tls:// upstream needs '#server.name' (the name its certificate is checked against)", value)
+    if len(name) > 253 or not _TLS_NAME.fullmatch(name):
+        raise _fail(path, "the name after '#' must be a domain name", value)
+    return parse_hostport(addr_text, path, default_port=TLS_PORT), name.rstrip(".").lower()
+
+
 def _upstream(value: Any, path: str) -> str:
-    """'ip', 'ip:port', '[v6]:port' or the path of a resolv.conf file."""
+    """'ip', 'ip:port', '[v6]:port', 'tls://IP[:port]#server.name' or the path of a resolv.conf file."""
     if not isinstance(value, str) or not value:
         raise _fail(path, "must be an address or a resolv.conf path", value)
     if value.startswith("/") or value.startswith("."):
         return value
+    if value.startswith("tls://"):
+        parse_tls_upstream(value, path)
+        return value
     parse_hostport(value, path, default_port=53)
     return value
+
+
+def upstream_address(value: str) -> ListenAddress | None:
+    """The IP and port an (already validated) upstream spec sends to; None for a resolv.conf path."""
+    if value.startswith(("/", ".")):
+        return None
+    if value.startswith("tls://"):
+        return parse_tls_upstream(value, "upstream")[0]
+    return parse_hostport(value, "upstream", default_port=53)
+
+
+def _same_address(a: ListenAddress, b: ListenAddress) -> bool:
+    try:
+        return a.port == b.port and ipaddress.ip_address(a.host.split("%")[0]) == ipaddress.ip_address(
+            b.host.split("%")[0]
+        )
+    except ValueError:
+        return False
+
+
+def check_forward_loop(cfg: Config) -> None:
+    """An upstream that is one of our own listen addresses (same IP and port) would send every forwarded query
+    back to us, forever (a forwarding loop, issue 6): a config error. resolv.conf files are filtered of our own
+    addresses when read (dnsd.forward.resolvconf)."""
+    if cfg.forward is None:
+        return
+    groups: list[tuple[str, tuple[str, ...]]] = [("forward.upstreams", cfg.forward.upstreams)]
+    groups += [(f"forward.domains.{d}", ups) for d, ups in cfg.forward.domains]
+    for path, ups in groups:
+        for i, spec in enumerate(ups):
+            addr = upstream_address(spec)
+            if addr is None:
+                continue
+            for own in cfg.listen:
+                if _same_address(addr, own):
+                    raise ConfigError(f"{path}[{i}]: {spec!r} is dnsd's own listen address (a forwarding loop)")
 
 
 # ---------------------------------------------------------------- sections
@@ -370,7 +426,7 @@ TCP_MESSAGE_TIMEOUT = (0.05, 600.0)
 
 
 def _forward(value: Any, path: str) -> ForwardConfig:
-    data = _section(value, path, {"upstreams", "policy", "timeout", "domains"})
+    data = _section(value, path, {"upstreams", "policy", "timeout", "domains", "tls_ca"})
     d = ForwardConfig()
     domains_raw = data.get("domains")
     domains: list[tuple[str, tuple[str, ...]]] = []
@@ -385,6 +441,7 @@ def _forward(value: Any, path: str) -> ForwardConfig:
         policy=_get(data, "policy", path, _choice("sequential", "random", "round_robin"), d.policy),
         timeout=_get(data, "timeout", path, _float(*FORWARD_TIMEOUT), d.timeout),
         domains=tuple(domains),
+        tls_ca=_get(data, "tls_ca", path, _path, d.tls_ca),
     )
 
 
@@ -463,7 +520,7 @@ def parse_config(data: Any) -> Config:
     forward: ForwardConfig | None = d.forward
     if "forward" in top:
         forward = None if top["forward"] is None else _forward(top["forward"], "forward")
-    return Config(
+    cfg = Config(
         listen=_get(top, "listen", "", _listen, d.listen),
         workers=_get(top, "workers", "", _int(1, 64), d.workers),
         http=http,
@@ -477,6 +534,8 @@ def parse_config(data: Any) -> Config:
         log=_get(top, "log", "", _log, d.log),
         tcp=_get(top, "tcp", "", _tcp, d.tcp),
     )
+    check_forward_loop(cfg)
+    return cfg
 
 
 # Bounds on what a config file may be: a dnsd config is a few kB of YAML, four or five levels deep. The caps
@@ -646,4 +705,5 @@ def with_overrides(
         cfg = replace(cfg, forward=replace(fwd, upstreams=_list(_upstream)(upstream, "--upstream")))
     if log_level:
         cfg = replace(cfg, log=replace(cfg.log, level=_choice(*LOG_LEVELS)(log_level, "--log-level")))
+    check_forward_loop(cfg)
     return cfg

@@ -1,6 +1,7 @@
 """The forward link: sends names we are not authoritative for to upstream resolvers, as CoreDNS's `forward`.
 
-Upstreams come from the config (`ip`, `ip:port`, `[v6]:port`) or a resolv.conf file; `forward.domains` adds
+Upstreams come from the config (`ip`, `ip:port`, `[v6]:port`, `tls://IP[:port]#name` for DNS over TLS, see
+dnsd.upstream.tls) or a resolv.conf file; `forward.domains` adds
 per-domain stubs, the most specific suffix winning. One query tries the upstreams of its group once each, in
 the order the policy gives, with the ones marked down last; a timeout, network error, malformed reply, SERVFAIL
 or REFUSED moves on to the next. MAX_FAILS transport failures in a row mark an upstream down, and a background
@@ -14,6 +15,7 @@ import asyncio
 import ipaddress
 import logging
 import random
+import ssl
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -24,10 +26,12 @@ import dns.rdataclass
 
 from dnsd.config import Config, ForwardConfig, ListenAddress
 from dnsd.engine.context import QueryContext
+from dnsd.errors import DnsdError
 from dnsd.forward.resolvconf import read_resolv_conf
 from dnsd.proto.answer import NOERROR, NXDOMAIN, OPT, REFUSED, RR, SERVFAIL, Answer, Labels
 from dnsd.proto.wire import Query
 from dnsd.upstream.client import Server, UpstreamError, exchange, make_request, parse_server
+from dnsd.upstream.tls import TlsServer, TlsUpstream, make_context, parse_tls_server
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +45,17 @@ _ROOT = dns.name.root
 class Upstream:
     """One upstream server and its health (shared by every group that names it)."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server | TlsServer, tls: TlsUpstream | None = None) -> None:
         self.server = server
+        self.tls = tls  # the kept-open DoT connection, for tls:// upstreams
         self.fails = 0
         self.down = False
+
+    async def exchange(self, request: dns.message.Message, per_try: float) -> dns.message.Message:
+        if self.tls is not None:
+            return await self.tls.query(request, per_try)
+        assert isinstance(self.server, Server)
+        return await exchange(self.server, request, per_try)
 
 
 class Group:
@@ -123,8 +134,10 @@ class Forwarder:
         self.inflight = 0
         self.shed = 0  # queries answered SERVFAIL at once because max_concurrent were waiting
         self.refused = 0  # queries from clients outside allow_recursion
-        self._upstreams: dict[Server, Upstream] = {}
-        self._probes: dict[Server, asyncio.Task[None]] = {}
+        self._upstreams: dict[Server | TlsServer, Upstream] = {}
+        self._probes: dict[Server | TlsServer, asyncio.Task[None]] = {}
+        self.tls_ca = cfg.tls_ca
+        self._tls_context: ssl.SSLContext | None = None
         self.default = Group((), self._resolve_upstreams(cfg.upstreams), cfg.policy)
         stubs = [Group(_labels(d), self._resolve_upstreams(ups), cfg.policy) for d, ups in cfg.domains]
         self.stubs = sorted(stubs, key=lambda g: len(g.domain), reverse=True)  # most specific first
@@ -132,19 +145,38 @@ class Forwarder:
     def _resolve_upstreams(self, specs: Iterable[str]) -> list[Upstream]:
         out: list[Upstream] = []
         for spec in specs:
-            servers = read_resolv_conf(Path(spec), self.listen) if spec.startswith(("/", ".")) else [parse_server(spec)]
+            servers: list[Server | TlsServer]
+            if spec.startswith(("/", ".")):
+                servers = list(read_resolv_conf(Path(spec), self.listen))
+            elif spec.startswith("tls://"):
+                servers = [parse_tls_server(spec)]
+            else:
+                servers = [parse_server(spec)]
             for server in servers:
-                up = self._upstreams.setdefault(server, Upstream(server))
+                up = self._upstreams.get(server)
+                if up is None:
+                    up = self._upstreams[server] = self._make_upstream(server)
                 if up not in out:
                     out.append(up)
         return out
 
+    def _make_upstream(self, server: Server | TlsServer) -> Upstream:
+        if isinstance(server, Server):
+            return Upstream(server)
+        if self._tls_context is None:
+            # One context for every DoT upstream; a bad tls_ca file fails here, at start, not on the first query.
+            try:
+                self._tls_context = make_context(self.tls_ca)
+            except (OSError, ssl.SSLError) as exc:
+                raise DnsdError(f"forward.tls_ca: cannot load {str(self.tls_ca)!r}: {exc}") from exc
+        return Upstream(server, TlsUpstream(server, self._tls_context))
+
     def upstream(self, text: str) -> Upstream:
-        """The health record of an upstream ('ip:port'), for tests and, later, metrics."""
-        return self._upstreams[parse_server(text)]
+        """The health record of an upstream ('ip:port' or 'tls://...'), for tests and, later, metrics."""
+        return self._upstreams[parse_tls_server(text) if text.startswith("tls://") else parse_server(text)]
 
     @property
-    def servers(self) -> list[Server]:
+    def servers(self) -> list[Server | TlsServer]:
         return [u.server for u in self.default.upstreams]
 
     def group_for(self, name: Labels) -> Group:
@@ -193,7 +225,7 @@ class Forwarder:
             if q.flags & 0x0010:
                 request.flags |= dns.flags.CD  # RFC 4035 3.2.2: the client validates itself
             try:
-                reply = await exchange(up.server, request, self.timeout)
+                reply = await up.exchange(request, self.timeout)
             except UpstreamError as exc:
                 self._failed(up, exc)
                 continue
@@ -237,19 +269,20 @@ class Forwarder:
         while up.down:
             await asyncio.sleep(self.probe_interval)
             try:
-                await exchange(up.server, make_request(_ROOT, 2), self.timeout)
+                await up.exchange(make_request(_ROOT, 2), self.timeout)
             except UpstreamError:
                 continue
             if up.down:
                 self._mark_up(up)
 
     async def close(self) -> None:
-        """Stop the probes (app shutdown)."""
+        """Stop the probes and close the DoT connections (app shutdown)."""
         tasks = list(self._probes.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._probes.clear()
+        await asyncio.gather(*(u.tls.close() for u in self._upstreams.values() if u.tls is not None))
 
 
 def make_forwarder(cfg: Config) -> Forwarder | None:

@@ -1,0 +1,347 @@
+"""DNS-over-TLS upstreams (RFC 7858, issue 6 section 3) against a real DoT server: Unbound on loopback.
+
+The test makes a CA and a certificate for `dot.test` signed by it (and a second CA that signed nothing we
+serve) with the openssl CLI, and starts `/usr/sbin/unbound -d` on a free 127.0.0.1 port with `tls-port`, that
+certificate, and answers from `local-data` only: `local-zone: "." refuse` answers every other name itself, and
+`do-not-query-address` covers every address, so Unbound never sends a query anywhere. dnsd runs in-process and
+forwards to `tls://127.0.0.1:PORT#dot.test`; its per-upstream TLS stats say how many connections it opened and
+how many queries it pipelined on them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import ssl
+import subprocess
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dns.message
+import dns.rdatatype
+import pytest
+from support import FIXTURE_CLUSTER, DnsdHandle, assert_section, base_config, query, rcode_text, run_dnsd, wait_until
+
+from dnsd.forward.link import Forwarder
+from dnsd.upstream.tls import TlsUpstream
+
+NAME = "dot.test"  # the name in Unbound's certificate
+TIMEOUT = 0.5  # forward.timeout: TLS handshakes on loopback take a few ms
+
+UNBOUND = shutil.which("unbound") or "/usr/sbin/unbound"
+pytestmark = pytest.mark.skipif(not Path(UNBOUND).exists(), reason="unbound is not installed (make setup)")
+
+LOCAL_DATA = [
+    "www.example.test. 300 IN A 192.0.2.10",
+    "www.example.test. 300 IN AAAA 2001:db8::10",
+    "mail.example.test. 300 IN MX 10 www.example.test.",
+    "example.test. 300 IN SOA ns.example.test. admin.example.test. 1 3600 600 86400 300",
+]
+
+
+# ---------------------------------------------------------------- certificates
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
+
+
+def _make_ca(d: Path, stem: str) -> None:
+    _openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", f"{stem}.key", "-out", f"{stem}.pem", "-days", "2", "-subj", f"/CN=dnsd test {stem}",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=d,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca: Path  # signed the server's certificate
+    other_ca: Path  # signed nothing we serve
+    key: Path
+    cert: Path
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    d = tmp_path_factory.mktemp("pki")
+    _make_ca(d, "ca")
+    _make_ca(d, "other")
+    (d / "ext.cnf").write_text(
+        f"subjectAltName=DNS:{NAME}\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+        "extendedKeyUsage=serverAuth\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n"
+    )
+    _openssl(
+        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", "server.key", "-out", "server.csr", "-subj", f"/CN={NAME}", cwd=d,
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf", cwd=d,
+    )  # fmt: skip
+    return Pki(d / "ca.pem", d / "other.pem", d / "server.key", d / "server.pem")
+
+
+# ---------------------------------------------------------------- Unbound
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tls_ready(port: int, pki: Pki) -> bool:
+    ctx = ssl.create_default_context(cafile=str(pki.ca))
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=1) as raw,
+            ctx.wrap_socket(raw, server_hostname=NAME),
+        ):
+            return True
+    except OSError:
+        return False
+
+
+class Unbound:
+    """One Unbound process serving DoT on 127.0.0.1:port; start() and stop() by its own PID."""
+
+    def __init__(self, d: Path, pki: Pki, port: int | None = None) -> None:
+        self.dir = d
+        self.pki = pki
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        data = "".join(f'  local-data: "{rr}"\n' for rr in LOCAL_DATA)
+        self.conf = d / "unbound.conf"
+        self.conf.write_text(
+            f"""server:
+  verbosity: 1
+  interface: 127.0.0.1@{self.port}
+  port: {self.port}
+  tls-port: {self.port}
+  tls-service-key: "{pki.key}"
+  tls-service-pem: "{pki.cert}"
+  do-ip6: no
+  chroot: ""
+  username: ""
+  directory: "{d}"
+  pidfile: "{d}/unbound.pid"
+  use-syslog: no
+  logfile: ""
+  num-threads: 1
+  so-reuseport: no
+  module-config: "iterator"
+  access-control: 127.0.0.0/8 allow
+  do-not-query-address: 0.0.0.0/0
+  do-not-query-address: ::/0
+  local-zone: "." refuse
+  local-zone: "example.test." static
+{data}remote-control:
+  control-enable: no
+"""
+        )
+
+    def start(self) -> None:
+        with open(self.dir / "log", "ab") as log:  # the child keeps its own copy of the descriptor
+            proc = subprocess.Popen([UNBOUND, "-d", "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=log)
+        self.proc = proc
+        wait_until(lambda: proc.poll() is not None or tls_ready(self.port, self.pki))
+        if proc.poll() is not None:
+            raise RuntimeError("unbound exited: " + (self.dir / "log").read_text()[-2000:])
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+
+@pytest.fixture(scope="module")
+def unbound(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Unbound]:
+    server = Unbound(tmp_path_factory.mktemp("unbound"), pki)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def forwarding(pki: Pki) -> Iterator[Callable[..., DnsdHandle]]:
+    """forwarding(upstreams, tls_ca=...) -> a dnsd forwarding to them (tls_ca: the test CA unless given)."""
+    started: list[DnsdHandle] = []
+
+    def make(upstreams: list[str], **forward: Any) -> DnsdHandle:
+        cfg = base_config(FIXTURE_CLUSTER)
+        cfg["recursion"] = "forward"
+        cfg["forward"] = {"upstreams": upstreams, "timeout": TIMEOUT, "tls_ca": str(pki.ca), **forward}
+        cfg["allow_recursion"] = ["127.0.0.1/32"]
+        handle = run_dnsd(cfg)
+        started.append(handle)
+        return handle
+
+    yield make
+    for handle in started:
+        handle.stop()
+
+
+def dot(port: int, name: str = NAME) -> str:
+    return f"tls://127.0.0.1:{port}#{name}"
+
+
+def tls_of(h: DnsdHandle, spec: str) -> TlsUpstream:
+    fwd = h.app.forwarder
+    assert isinstance(fwd, Forwarder)
+    tls = fwd.upstream(spec).tls
+    assert tls is not None
+    return tls
+
+
+# ---------------------------------------------------------------- answers over DoT
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    name: str
+    rdtype: str
+    rcode: str
+    answer: str  # zone-file text
+
+
+CASES = [
+    Case("a", "www.example.test.", "A", "NOERROR", "www.example.test. 300 IN A 192.0.2.10"),
+    Case("aaaa", "www.example.test.", "AAAA", "NOERROR", "www.example.test. 300 IN AAAA 2001:db8::10"),
+    Case("mx", "mail.example.test.", "MX", "NOERROR", "mail.example.test. 300 IN MX 10 www.example.test."),
+    Case("mixed-case", "WWW.Example.TEST.", "A", "NOERROR", "www.example.test. 300 IN A 192.0.2.10"),
+    Case("nxdomain", "absent.example.test.", "A", "NXDOMAIN", ""),
+    # Unbound REFUSES names outside its local data (`.test.` is one of its default local zones: NXDOMAIN, so the
+    # name is under .example.); dnsd moves on and, with no upstream left, says SERVFAIL.
+    Case("refused-upstream", "www.elsewhere.example.", "A", "SERVFAIL", ""),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_answers_over_dot(forwarding: Callable[..., DnsdHandle], unbound: Unbound, case: Case) -> None:
+    h = forwarding([dot(unbound.port)])
+    msg = query(h, case.name, case.rdtype)
+    assert rcode_text(msg) == case.rcode
+    assert_section(msg.answer, case.answer, "answer")
+    assert tls_of(h, dot(unbound.port)).stats.connects == 1
+
+
+@pytest.mark.parametrize("count", [2, 10])
+def test_connection_is_reused(forwarding: Callable[..., DnsdHandle], unbound: Unbound, count: int) -> None:
+    h = forwarding([dot(unbound.port)])
+    for i in range(count):
+        name = "www.example.test." if i % 2 else "mail.example.test."
+        assert rcode_text(query(h, name, "A" if i % 2 else "MX")) == "NOERROR"
+    stats = tls_of(h, dot(unbound.port)).stats
+    assert (stats.connects, stats.queries) == (1, count), "one connection carried every query (RFC 7858 3.4)"
+
+
+def test_pipelined_concurrent_queries(forwarding: Callable[..., DnsdHandle], unbound: Unbound) -> None:
+    h = forwarding([dot(unbound.port)])
+    assert rcode_text(query(h, "www.example.test.")) == "NOERROR"  # the connection is open before the burst
+    names = [("www.example.test.", "A"), ("www.example.test.", "AAAA"), ("mail.example.test.", "MX")] * 20
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        replies = list(pool.map(lambda nt: query(h, nt[0], nt[1], timeout=3.0), names))
+    for (name, rdtype), msg in zip(names, replies, strict=True):
+        assert rcode_text(msg) == "NOERROR", (name, rdtype)
+        assert [dns.rdatatype.to_text(r.rdtype) for r in msg.answer] == [rdtype]
+        assert msg.question[0].name.to_text() == name
+    stats = tls_of(h, dot(unbound.port)).stats
+    assert stats.connects == 1
+    assert stats.queries == len(names) + 1
+    assert stats.peak_inflight > 1, "queries were pipelined on the one connection"
+
+
+# ---------------------------------------------------------------- verification failures
+
+
+@dataclass(frozen=True)
+class BadCase:
+    id: str
+    server_name: str
+    ca: str  # "ca" (the signer) or "other"
+
+
+BAD = [
+    BadCase("wrong-name", "wrong.test", "ca"),
+    BadCase("name-is-a-parent", "test", "ca"),
+    BadCase("ca-that-did-not-sign", NAME, "other"),
+]
+
+
+@pytest.mark.parametrize("case", BAD, ids=[c.id for c in BAD])
+def test_verification_failure_is_servfail(
+    forwarding: Callable[..., DnsdHandle], unbound: Unbound, pki: Pki, case: BadCase
+) -> None:
+    ca = pki.ca if case.ca == "ca" else pki.other_ca
+    spec = dot(unbound.port, case.server_name)
+    h = forwarding([spec], tls_ca=str(ca))
+    assert rcode_text(query(h, "www.example.test.")) == "SERVFAIL"
+    stats = tls_of(h, spec).stats
+    assert (stats.connects, stats.queries) == (0, 0), "no query is sent on an unverified connection"
+    assert stats.connect_failures >= 1
+
+
+BAD_NAMES = [c for c in BAD if c.ca == "ca"]  # one tls_ca per dnsd: the good upstream needs the signing CA
+
+
+@pytest.mark.parametrize("case", BAD_NAMES, ids=[c.id for c in BAD_NAMES])
+def test_verification_failure_fails_over(
+    forwarding: Callable[..., DnsdHandle], unbound: Unbound, case: BadCase
+) -> None:
+    """An unverified upstream is that upstream's failure: the next one (the same Unbound under its right name)
+    answers."""
+    bad = dot(unbound.port, case.server_name)
+    good = dot(unbound.port)
+    h = forwarding([bad, good])
+    msg = query(h, "www.example.test.")
+    assert rcode_text(msg) == "NOERROR"
+    assert_section(msg.answer, "www.example.test. 300 IN A 192.0.2.10", "answer")
+    assert tls_of(h, bad).stats.connect_failures >= 1
+    assert tls_of(h, good).stats.connects == 1
+
+
+# ---------------------------------------------------------------- the connection's life
+
+
+def test_server_going_away_and_back(forwarding: Callable[..., DnsdHandle], tmp_path: Path, pki: Pki) -> None:
+    server = Unbound(tmp_path, pki)
+    server.start()
+    try:
+        h = forwarding([dot(server.port)])
+        tls = tls_of(h, dot(server.port))
+        assert rcode_text(query(h, "www.example.test.")) == "NOERROR"
+        server.stop()
+        wait_until(lambda: not h.call(lambda: tls.connected))  # the reader saw the connection close
+        assert rcode_text(query(h, "www.example.test.")) == "SERVFAIL"
+        server.start()
+        wait_until(lambda: rcode_text(query(h, "www.example.test.")) == "NOERROR")
+        assert tls.stats.connects == 2, "a new connection once the server is back"
+    finally:
+        server.stop()
+
+
+def test_idle_connection_is_closed_and_reopened(forwarding: Callable[..., DnsdHandle], unbound: Unbound) -> None:
+    h = forwarding([dot(unbound.port)])
+    tls = tls_of(h, dot(unbound.port))
+    h.call(lambda: setattr(tls, "idle_timeout", 0.1))
+    assert rcode_text(query(h, "www.example.test.")) == "NOERROR"
+    wait_until(lambda: not h.call(lambda: tls.connected))
+    assert rcode_text(query(h, "www.example.test.")) == "NOERROR"
+    assert tls.stats.connects == 2
+
+
+def test_shutdown_closes_the_connection(forwarding: Callable[..., DnsdHandle], unbound: Unbound) -> None:
+    h = forwarding([dot(unbound.port)])
+    tls = tls_of(h, dot(unbound.port))
+    assert rcode_text(query(h, "www.example.test.")) == "NOERROR"
+    conn = h.call(lambda: tls._conn)
+    assert conn is not None and conn.task is not None
+    h.stop()
+    assert conn.closed and conn.task.done(), "the reader task is owned and ended on shutdown"
