@@ -167,7 +167,7 @@ class Engine:
                 return self._later(resolved, q, ctx, limit)
             ans = resolved
             if not (ans.answer or ans.authority or ans.additional or ans.aa):
-                return simple_reply(q, ans.rcode)
+                return simple_reply(q, ans.rcode, ra=ans.ra)
             rendered = render(q, ans, limit)
             if not ans.cacheable:
                 return finish(rendered, data, self.store.serial)
@@ -215,7 +215,7 @@ class Engine:
 
     def _render_uncached(self, q: Query, ans: Answer, limit: int) -> bytes:
         if not (ans.answer or ans.authority or ans.additional or ans.aa):
-            return simple_reply(q, ans.rcode)
+            return simple_reply(q, ans.rcode, ra=ans.ra)
         return finish(render(q, ans, limit), q.data, self.store.serial)
 
     # ------------------------------------------------------------ the query log

@@ -210,7 +210,7 @@ def finish(r: Rendered, query: bytes, serial: int) -> bytes:
     return bytes(out)
 
 
-def simple_reply(q: Query, rcode: int, *, aa: bool = False) -> bytes:
+def simple_reply(q: Query, rcode: int, *, aa: bool = False, ra: bool = False) -> bytes:
     """A reply with the question and no records (REFUSED, SERVFAIL, NOTIMP...), OPT when the query had one.
     Extended rcodes (BADVERS) go in the OPT record (RFC 6891 6.1.3)."""
     qlen = len(q.qname_wire)
@@ -219,5 +219,7 @@ def simple_reply(q: Query, rcode: int, *, aa: bool = False) -> bytes:
     flags = FLAG_QR | (rcode & 0x0F) | (q.flags & 0x0100) | (q.flags & 0x0010)
     if aa:
         flags |= FLAG_AA
+    if ra:
+        flags |= FLAG_RA
     header = struct.pack("!HHHHHH", q.id, flags, 1, 0, 0, 1 if opt else 0)
     return header + question + opt

@@ -432,6 +432,7 @@ def test_all_upstreams_fail_servfail_within_the_bound(
     msg = query(h, "www.allfail.test.", timeout=5)
     elapsed = time.monotonic() - started
     assert rcode_text(msg) == "SERVFAIL", "all upstreams failed: SERVFAIL, never NXDOMAIN or their rcode"
+    assert msg.flags & dns.flags.RA, "a resolver's SERVFAIL still says recursion is available"
     assert elapsed < TIMEOUT * 2 + 0.5, f"bounded by timeout x upstreams: took {elapsed:.2f} s"
     assert [len(f.queries("A")) for f in fakes[:2]] == [1, 1]
 
