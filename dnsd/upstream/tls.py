@@ -14,7 +14,6 @@ failure is an UpstreamError, so the forward link's failover and down-marking tre
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import secrets
@@ -33,6 +32,7 @@ log = logging.getLogger(__name__)
 IDLE_TIMEOUT = 10.0  # seconds a connection with nothing in flight stays open (RFC 7858 3.4 leaves it to us)
 MAX_INFLIGHT = 100  # queries in flight on one connection; the next ones wait (bounded by their own timeout)
 BACKOFF_MIN = 0.05  # seconds after a failed connect before the next try; doubles per failure in a row
+CLOSE_TIMEOUT = 1.0  # seconds shutdown waits for the TLS close with one server before dropping the socket
 BACKOFF_MAX = 2.0  # the cap: a down server is retried (by the health probe) at least this often
 
 
@@ -231,7 +231,11 @@ class TlsUpstream:
         task = conn.task
         self._drop(conn, "shutting down")
         if task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(task, return_exceptions=True)
-        with contextlib.suppress(OSError, ConnectionError, ssl.SSLError):
-            await conn.writer.wait_closed()
+            await asyncio.gather(task, return_exceptions=True)
+        # The TLS close (close_notify, RFC 8446 6.1) waits on the peer: a server that never answers it must not
+        # hold up shutdown, so the wait is bounded and the socket aborted after it.
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await conn.writer.wait_closed()
+        except (TimeoutError, OSError, ConnectionError, ssl.SSLError):
+            conn.writer.transport.abort()

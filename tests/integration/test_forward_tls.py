@@ -10,10 +10,13 @@ how many queries it pipelined on them.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,7 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import dns.message
+import dns.name
+import dns.rdataclass
 import dns.rdatatype
+import dns.rrset
 import pytest
 from support import FIXTURE_CLUSTER, DnsdHandle, assert_section, base_config, query, rcode_text, run_dnsd, wait_until
 
@@ -345,3 +351,128 @@ def test_shutdown_closes_the_connection(forwarding: Callable[..., DnsdHandle], u
     assert conn is not None and conn.task is not None
     h.stop()
     assert conn.closed and conn.task.done(), "the reader task is owned and ended on shutdown"
+
+
+# ---------------------------------------------------------------- a scripted DoT upstream: the RFC 5452 checks
+
+EVIL = "192.0.2.66"  # what every wrong reply carries: it must never reach a client
+
+
+class FakeDot:
+    """A TLS server on 127.0.0.1 (the test certificate) whose replies the first query label scripts:
+    ok, wrongid (a reply with another ID, then the right one), wrongq (our ID, another question), garbage (our ID,
+    then bytes that do not parse), close (hang up without a reply), drop (never answer)."""
+
+    def __init__(self, pki: Pki) -> None:
+        self.ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.ctx.load_cert_chain(str(pki.cert), str(pki.key))
+        self.loop = asyncio.new_event_loop()
+        self.connections = 0
+        ready = threading.Event()
+        self.port = 0
+
+        async def boot() -> None:
+            self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.ctx)
+            self.port = self.server.sockets[0].getsockname()[1]
+            ready.set()
+
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(boot(), self.loop).result(10)
+        assert ready.is_set()
+
+    @staticmethod
+    def _answer(request: dns.message.Message, ip: str, qname: str | None = None) -> bytes:
+        reply = dns.message.make_response(request)
+        name = dns.name.from_text(qname) if qname else request.question[0].name
+        if qname:
+            reply.question = [dns.rrset.RRset(name, dns.rdataclass.IN, dns.rdatatype.A)]
+        reply.answer.append(dns.rrset.from_text(name, 300, "IN", "A", ip))
+        return reply.to_wire()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+
+        def send(wire: bytes) -> None:
+            writer.write(struct.pack("!H", len(wire)) + wire)
+
+        try:
+            while True:
+                size = struct.unpack("!H", await reader.readexactly(2))[0]
+                request = dns.message.from_wire(await reader.readexactly(size))
+                how = request.question[0].name.labels[0].decode().lower()
+                if how == "wrongid":
+                    wire = bytearray(self._answer(request, EVIL))
+                    struct.pack_into("!H", wire, 0, request.id ^ 0x5A5A)
+                    send(bytes(wire))
+                    send(self._answer(request, "192.0.2.10"))
+                elif how == "wrongq":
+                    send(self._answer(request, EVIL, "other.example.test."))
+                elif how == "garbage":
+                    send(struct.pack("!HH", request.id, 0x8180) + b"\xff" * 20)
+                elif how == "close":
+                    break
+                elif how != "drop":
+                    send(self._answer(request, "192.0.2.10"))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    def stop(self) -> None:
+        async def down() -> None:
+            self.server.close()
+            await self.server.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(down(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture()
+def fake_dot(pki: Pki) -> Iterator[FakeDot]:
+    fake = FakeDot(pki)
+    yield fake
+    fake.stop()
+
+
+@dataclass(frozen=True)
+class FakeCase:
+    id: str
+    label: str
+    rcode: str
+    answer: str  # zone-file text
+    ignored: int  # replies the reader dropped as matching no query in flight
+    connects: int  # connections after the case's query and one `ok` query after it
+
+
+FAKE_CASES = [
+    FakeCase("ok", "ok", "NOERROR", "ok.example.test. 300 IN A 192.0.2.10", 0, 1),
+    FakeCase("wrong-id-then-right", "wrongid", "NOERROR", "wrongid.example.test. 300 IN A 192.0.2.10", 1, 1),
+    FakeCase("wrong-question", "wrongq", "SERVFAIL", "", 0, 1),
+    FakeCase("garbage", "garbage", "SERVFAIL", "", 0, 1),
+    FakeCase("closed-without-reply", "close", "SERVFAIL", "", 0, 2),
+    FakeCase("no-reply", "drop", "SERVFAIL", "", 0, 1),
+]
+
+
+@pytest.mark.parametrize("case", FAKE_CASES, ids=[c.id for c in FAKE_CASES])
+def test_reply_checks_over_dot(
+    fake_dot: FakeDot,  # set up first, torn down last: dnsd's TLS close at shutdown gets its answer
+    forwarding: Callable[..., DnsdHandle],
+    case: FakeCase,
+) -> None:
+    """Replies are matched by ID and must repeat the question (RFC 5452 9.1); a bad one is that upstream's
+    failure, never an answer, and the connection stays usable (or is reopened after a hang-up)."""
+    h = forwarding([dot(fake_dot.port)])
+    msg = query(h, f"{case.label}.example.test.")
+    assert rcode_text(msg) == case.rcode
+    assert_section(msg.answer, case.answer, "answer")
+    assert EVIL not in msg.to_text()
+    after = query(h, "ok.example.test.")
+    assert rcode_text(after) == "NOERROR", "the upstream is still usable"
+    stats = tls_of(h, dot(fake_dot.port)).stats
+    assert (stats.ignored, stats.connects) == (case.ignored, case.connects)
+    assert fake_dot.connections == case.connects
