@@ -102,6 +102,7 @@ class App:
                 await self.zone_source.start()  # nothing from the zone files is served before their first load
             if self.forwarder is not None:
                 self.chain.tail.append(self.forwarder)
+                self.forwarder.start()  # the forwarding-loop probes (dnsd.forward.link)
         except BaseException:
             # Failed or cancelled (SIGTERM during the first load): end what the source started, then listen no more.
             if self.zone_source is not None:

@@ -7,6 +7,11 @@ the order the policy gives, with the ones marked down last; a timeout, network e
 or REFUSED moves on to the next. MAX_FAILS transport failures in a row mark an upstream down, and a background
 probe (`. NS`, as CoreDNS's health check) asks it every PROBE_INTERVAL until it answers. When every upstream
 failed the client gets SERVFAIL, never NXDOMAIN, within timeout x upstreams (plus TCP retries).
+
+Loops (CoreDNS's `loop` plugin): once the link joins the chain, start() asks every upstream a random name
+`<hex>.dnsd-loop.` of type HINFO. An upstream that forwards it back to us (directly or through others) makes
+that exact name arrive here: the upstream is disabled for good (an ERROR says so) and the looped probe gets
+SERVFAIL, which ends the loop.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import asyncio
 import ipaddress
 import logging
 import random
+import secrets
 import ssl
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -39,6 +45,8 @@ MAX_FAILS = 2  # transport failures in a row that mark an upstream down (CoreDNS
 PROBE_INTERVAL = 0.5  # seconds between health probes of a down upstream (CoreDNS's health_check default)
 MAX_CONCURRENT = 1000  # client queries waiting on upstreams at once (CoreDNS's max_concurrent in the k8s addon)
 TSIG = 250
+HINFO = 13
+LOOP_ZONE = "dnsd-loop"  # the probe names' parent (not a real TLD: nobody else answers it)
 _ROOT = dns.name.root
 
 
@@ -50,6 +58,7 @@ class Upstream:
         self.tls = tls  # the kept-open DoT connection, for tls:// upstreams
         self.fails = 0
         self.down = False
+        self.disabled = False  # it forwarded our loop probe back to us: never asked again
 
     async def exchange(self, request: dns.message.Message, per_try: float) -> dns.message.Message:
         if self.tls is not None:
@@ -77,6 +86,7 @@ class Group:
             start = self._next % len(ups)
             self._next = start + 1
             ups = ups[start:] + ups[:start]
+        ups = [u for u in ups if not u.disabled]
         return [u for u in ups if not u.down] + [u for u in ups if u.down]
 
 
@@ -138,6 +148,8 @@ class Forwarder:
         self._probes: dict[Server | TlsServer, asyncio.Task[None]] = {}
         self.tls_ca = cfg.tls_ca
         self._tls_context: ssl.SSLContext | None = None
+        self._loop_probes: dict[Labels, Upstream] = {}  # probe name -> the upstream it was sent to
+        self._loop_task: asyncio.Task[None] | None = None
         self.default = Group((), self._resolve_upstreams(cfg.upstreams), cfg.policy)
         stubs = [Group(_labels(d), self._resolve_upstreams(ups), cfg.policy) for d, ups in cfg.domains]
         self.stubs = sorted(stubs, key=lambda g: len(g.domain), reverse=True)  # most specific first
@@ -198,6 +210,10 @@ class Forwarder:
         return any(ip in net for net in self.allow)
 
     async def resolve(self, q: Query, ctx: QueryContext) -> Answer | None:
+        if self._loop_probes and len(q.labels) == 2 and q.labels[1] == LOOP_ZONE:
+            looped = self._loop_probes.pop(q.labels, None)
+            if looped is not None:
+                return self._loop_found(looped, q)
         if _in(q.labels, self.cluster_domain):
             # Never forwarded, even when cluster.fallthrough names the cluster domain: upstream data for our
             # own domain could shadow or invent services (issue 6; dnsd differs from CoreDNS on purpose).
@@ -234,6 +250,46 @@ class Forwarder:
             if rcode in (NOERROR, NXDOMAIN):
                 return to_answer(reply)
             log.debug("forward: %s answered %s for %s; trying the next", up.server, rcode, qname)
+        return _servfail()
+
+    # ------------------------------------------------------------ loops
+
+    def start(self) -> None:
+        """Send the loop probes in one owned task (App.start, once the link is in the chain)."""
+        if self._loop_task is None and self._upstreams:
+            self._loop_task = asyncio.get_running_loop().create_task(self._probe_loops(), name="forward loop probes")
+
+    @property
+    def loop_probes_done(self) -> bool:
+        return self._loop_task is None or self._loop_task.done()
+
+    async def _probe_loops(self) -> None:
+        probes: list[tuple[dns.name.Name, Upstream]] = []
+        for up in self._upstreams.values():
+            label = secrets.token_hex(8)
+            self._loop_probes[(label, LOOP_ZONE)] = up
+            probes.append((dns.name.from_text(f"{label}.{LOOP_ZONE}."), up))
+        try:
+            # A looped probe reaches resolve() before its own reply comes back to us, so once every probe has its
+            # reply (or timed out) none can still be on its way round.
+            await asyncio.gather(*(self._loop_probe(name, up) for name, up in probes))
+        finally:
+            self._loop_probes.clear()
+
+    async def _loop_probe(self, name: dns.name.Name, up: Upstream) -> None:
+        try:
+            await up.exchange(make_request(name, HINFO), self.timeout)
+        except UpstreamError as exc:
+            log.debug("forward: loop probe to %s: %s", up.server, exc)
+
+    def _loop_found(self, up: Upstream, q: Query) -> Answer:
+        up.disabled = True
+        log.error(
+            "forward: upstream %s sent our loop probe %s back to us: a forwarding loop; it is disabled "
+            "(fix its configuration and restart dnsd)",
+            up.server,
+            q.name_text,
+        )
         return _servfail()
 
     # ------------------------------------------------------------ health
@@ -277,7 +333,7 @@ class Forwarder:
 
     async def close(self) -> None:
         """Stop the probes and close the DoT connections (app shutdown)."""
-        tasks = list(self._probes.values())
+        tasks = list(self._probes.values()) + ([self._loop_task] if self._loop_task is not None else [])
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -169,6 +169,8 @@ class FakeUpstream:
         except Exception:
             return None
         qs = q.question[0]
+        if qs.name.labels[-2:] == (b"dnsd-loop", b""):
+            return q  # dnsd's forwarding-loop probe at start (dnsd.forward.link): answered, not counted
         self.seen.append(Seen(transport, q.id, sport, qs.name.to_text(), dns.rdatatype.to_text(qs.rdtype)))
         return q
 

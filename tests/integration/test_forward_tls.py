@@ -11,6 +11,8 @@ how many queries it pipelined on them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import shutil
 import socket
 import ssl
@@ -179,13 +181,19 @@ def forwarding(pki: Pki) -> Iterator[Callable[..., DnsdHandle]]:
     """forwarding(upstreams, tls_ca=...) -> a dnsd forwarding to them (tls_ca: the test CA unless given)."""
     started: list[DnsdHandle] = []
 
-    def make(upstreams: list[str], **forward: Any) -> DnsdHandle:
+    def make(upstreams: list[str], listen: str | None = None, **forward: Any) -> DnsdHandle:
         cfg = base_config(FIXTURE_CLUSTER)
+        if listen is not None:
+            cfg["listen"] = [listen]
         cfg["recursion"] = "forward"
         cfg["forward"] = {"upstreams": upstreams, "timeout": TIMEOUT, "tls_ca": str(pki.ca), **forward}
         cfg["allow_recursion"] = ["127.0.0.1/32"]
         handle = run_dnsd(cfg)
         started.append(handle)
+        fwd = handle.app.forwarder
+        assert isinstance(fwd, Forwarder)
+        # The forwarding-loop probe (one HINFO query per upstream at start) is done before the test's own queries.
+        wait_until(lambda: handle.call(lambda: fwd.loop_probes_done))
         return handle
 
     yield make
@@ -245,7 +253,8 @@ def test_connection_is_reused(forwarding: Callable[..., DnsdHandle], unbound: Un
         name = "www.example.test." if i % 2 else "mail.example.test."
         assert rcode_text(query(h, name, "A" if i % 2 else "MX")) == "NOERROR"
     stats = tls_of(h, dot(unbound.port)).stats
-    assert (stats.connects, stats.queries) == (1, count), "one connection carried every query (RFC 7858 3.4)"
+    # count + 1: the loop probe at start opened the connection
+    assert (stats.connects, stats.queries) == (1, count + 1), "one connection carried every query (RFC 7858 3.4)"
 
 
 def test_pipelined_concurrent_queries(forwarding: Callable[..., DnsdHandle], unbound: Unbound) -> None:
@@ -260,7 +269,7 @@ def test_pipelined_concurrent_queries(forwarding: Callable[..., DnsdHandle], unb
         assert msg.question[0].name.to_text() == name
     stats = tls_of(h, dot(unbound.port)).stats
     assert stats.connects == 1
-    assert stats.queries == len(names) + 1
+    assert stats.queries == len(names) + 2  # and the loop probe at start, and the first query
     assert stats.peak_inflight > 1, "queries were pipelined on the one connection"
 
 
@@ -476,3 +485,95 @@ def test_reply_checks_over_dot(
     stats = tls_of(h, dot(fake_dot.port)).stats
     assert (stats.ignored, stats.connects) == (case.ignored, case.connects)
     assert fake_dot.connections == case.connects
+
+
+# ---------------------------------------------------------------- forwarding loops at run time
+
+
+class Relay:
+    """A UDP "resolver" on 127.0.0.1 that forwards every query to `target` and relays the reply: pointed back
+    at dnsd, it closes a forwarding loop (dnsd -> relay -> dnsd)."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self.seen: list[str] = []
+        self.workers: list[threading.Thread] = []
+        self.stopping = threading.Event()
+        self.sock.settimeout(0.05)  # close() does not wake a blocked recvfrom: poll the stop flag
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                data, client = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.seen.append(dns.message.from_wire(data).question[0].name.to_text())
+            worker = threading.Thread(target=self._relay, args=(data, client), daemon=True)
+            self.workers.append(worker)
+            worker.start()
+
+    def _relay(self, data: bytes, client: tuple[str, int]) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:
+            out.settimeout(2)
+            out.sendto(data, self.target)
+            try:
+                reply = out.recv(65535)
+            except OSError:
+                return
+        with contextlib.suppress(OSError):
+            self.sock.sendto(reply, client)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+        for worker in self.workers:
+            worker.join(5)
+        self.sock.close()
+
+
+@dataclass(frozen=True)
+class LoopCase:
+    id: str
+    upstreams: tuple[str, ...]  # "relay" (loops back to dnsd) or "dot" (Unbound, no loop)
+    disabled: tuple[bool, ...]
+    rcode: str  # of www.example.test. A after the probes
+
+
+LOOP_CASES = [
+    LoopCase("only-upstream-loops", ("relay",), (True,), "SERVFAIL"),
+    LoopCase("first-loops-second-answers", ("relay", "dot"), (True, False), "NOERROR"),
+    LoopCase("no-loop", ("dot",), (False,), "NOERROR"),
+]
+
+
+@pytest.mark.parametrize("case", LOOP_CASES, ids=[c.id for c in LOOP_CASES])
+def test_forwarding_loop_disables_the_upstream(
+    forwarding: Callable[..., DnsdHandle], unbound: Unbound, caplog: pytest.LogCaptureFixture, case: LoopCase
+) -> None:
+    """CoreDNS's `loop` idea: the HINFO probe `<random>.dnsd-loop.` sent to each upstream at start comes back
+    to dnsd only through a loop; that upstream is then disabled, with an ERROR, and never asked again."""
+    caplog.set_level(logging.ERROR, logger="dnsd.forward.link")
+    port = free_port()
+    relay = Relay(("127.0.0.1", port))
+    try:
+        specs = [f"127.0.0.1:{relay.port}" if u == "relay" else dot(unbound.port) for u in case.upstreams]
+        h = forwarding(specs, listen=f"127.0.0.1:{port}")
+        fwd = h.app.forwarder
+        assert isinstance(fwd, Forwarder)
+        assert [fwd.upstream(spec).disabled for spec in specs] == list(case.disabled)
+        loops = [r.getMessage() for r in caplog.records if "forwarding loop" in r.getMessage()]
+        assert len(loops) == sum(case.disabled), loops
+        probes = list(relay.seen)
+        assert all(name.endswith(".dnsd-loop.") for name in probes)
+        msg = query(h, "www.example.test.")
+        assert rcode_text(msg) == case.rcode
+        assert relay.seen == probes, "a disabled upstream is never asked again"
+    finally:
+        relay.stop()
