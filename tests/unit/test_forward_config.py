@@ -4,15 +4,16 @@ in `dnsd check-config`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dnsd.cli import check_config
-from dnsd.config import parse_config, with_overrides
-from dnsd.errors import ConfigError
+from dnsd.config import ForwardConfig, parse_config, with_overrides
+from dnsd.errors import ConfigError, DnsdError
+from dnsd.forward.link import Forwarder
 from dnsd.upstream.tls import TlsServer, parse_tls_server
 
 
@@ -116,3 +117,19 @@ def test_check_config_reports_the_loop(tmp_path: Path, capsys: pytest.CaptureFix
     assert check_config([str(p)]) == 1
     err = capsys.readouterr().err
     assert "forward.upstreams[0]: '127.0.0.1:5300' is dnsd's own listen address (a forwarding loop)" in err
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [(None, "cannot load"), ("not a certificate\n", "cannot load")],
+    ids=["missing-file", "not-pem"],
+)
+def test_bad_tls_ca_fails_at_start(tmp_path: Path, content: str | None, error: str) -> None:
+    """The CA bundle is loaded when the forward link is built (start), not on the first query."""
+    ca = tmp_path / "ca.pem"
+    if content is not None:
+        ca.write_text(content)
+    cfg = ForwardConfig(upstreams=("tls://127.0.0.1:8853#dns.example",), tls_ca=ca)
+    with pytest.raises(DnsdError, match=f"forward.tls_ca: {error}"):
+        Forwarder(cfg)
+    Forwarder(replace(cfg, upstreams=("127.0.0.1:5353",)))  # no tls:// upstream: the bundle is never read
