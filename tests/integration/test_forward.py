@@ -653,7 +653,8 @@ def test_ids_ports_and_question_as_asked(forwarding: Callable[..., DnsdHandle], 
     seen = fakes[0].queries("A")
     assert [s.qname for s in seen] == [f"Q{i}.MiXeD.Test." for i in range(30)], "the question as the client spelled it"
     ids = [s.qid for s in seen]
-    assert not set(ids) & set(client_ids), "the client's ID is never reused upstream"
+    # Random upstream IDs may equal the client's by chance (1 in 65,536 each); copied IDs would match all 30.
+    assert sum(a == b for a, b in zip(ids, client_ids, strict=True)) <= 1, "the client's ID is not reused upstream"
     assert len(set(ids)) >= 29, ids
     ports = [s.sport for s in seen]
     assert len(set(ports)) >= 25, f"source ports must spread (RFC 5452 9.2): {ports}"
