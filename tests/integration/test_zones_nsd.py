@@ -14,9 +14,6 @@ The zones: tests/data/zones/example.test.zone (every lookup rule) and the shippe
 from __future__ import annotations
 
 import shutil
-import signal
-import socket
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,94 +24,15 @@ import dns.message
 import dns.name
 import dns.rrset
 import pytest
-from support import REPO, DnsdHandle, base_config, query, rcode_text, rr_lines, run_dnsd, wait_until, zone_lines
+from support import REPO, DnsdHandle, base_config, query, rcode_text, rr_lines, run_dnsd, zone_lines
+from support.nsd import Nsd, start_nsd
 
-NSD = shutil.which("nsd") or ("/usr/sbin/nsd" if Path("/usr/sbin/nsd").exists() else None)
 ZONE_FILES = (REPO / "tests" / "data" / "zones" / "example.test.zone", REPO / "zones" / "example.internal.zone")
 ORIGINS = ("example.test", "example.internal")
 
-pytestmark = pytest.mark.skipif(NSD is None, reason="NSD is not installed (Debian package nsd: make system-test-deps)")
 
-NSD_CONF = """\
-server:
-  ip-address: 127.0.0.1@{port}
-  port: {port}
-  do-ip6: no
-  username: ""
-  chroot: ""
-  zonesdir: "{zones}"
-  pidfile: "{dir}/nsd.pid"
-  database: ""
-  zonelistfile: "{dir}/zone.list"
-  xfrdfile: "{dir}/xfrd.state"
-  xfrdir: "{dir}"
-  logfile: "{dir}/nsd.log"
-  server-count: 1
-  verbosity: 1
-  rrl-ratelimit: 0
-  hide-version: yes
-  minimal-responses: {minimal}
-remote-control:
-  control-enable: no
-"""
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 (NSD is told it; nothing else binds it meanwhile)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-            t.bind(("127.0.0.1", 0))
-            port = int(t.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                try:
-                    u.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
-
-
-@dataclass
-class Nsd:
-    proc: subprocess.Popen[bytes]
-    addr: tuple[str, int]
-    log: Path
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
-def start_nsd(work: Path, zones: Path, minimal: bool) -> Nsd:
-    assert NSD is not None
-    work.mkdir()
-    port = free_port()
-    conf = NSD_CONF.format(port=port, dir=work, zones=zones, minimal="yes" if minimal else "no")
-    for origin in ORIGINS:
-        conf += f'zone:\n  name: "{origin}"\n  zonefile: "{origin}.zone"\n'
-    (work / "nsd.conf").write_text(conf)
-    proc = subprocess.Popen(
-        [NSD, "-d", "-c", str(work / "nsd.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    nsd = Nsd(proc, ("127.0.0.1", port), work / "nsd.log")
-
-    def serving() -> bool:
-        assert proc.poll() is None, f"nsd exited: {nsd.log.read_text() if nsd.log.exists() else ''}"
-        try:
-            return all(query(nsd.addr, f"{o}.", "SOA", timeout=0.2).answer for o in ORIGINS)
-        except (dns.exception.Timeout, OSError):
-            return False
-
-    try:
-        wait_until(serving, timeout=20)
-    except BaseException:
-        nsd.stop()
-        raise
-    return nsd
+def start_both(work: Path, zones: Path, minimal: bool) -> Nsd:
+    return start_nsd(work, {o: zones / f"{o}.zone" for o in ORIGINS}, minimal)
 
 
 @pytest.fixture(scope="module")
@@ -127,14 +45,14 @@ def zones_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def nsd_minimal(tmp_path_factory: pytest.TempPathFactory, zones_dir: Path) -> Iterator[Nsd]:
-    nsd = start_nsd(tmp_path_factory.mktemp("nsd") / "minimal", zones_dir, minimal=True)
+    nsd = start_both(tmp_path_factory.mktemp("nsd") / "minimal", zones_dir, minimal=True)
     yield nsd
     nsd.stop()
 
 
 @pytest.fixture(scope="module")
 def nsd_full(tmp_path_factory: pytest.TempPathFactory, zones_dir: Path) -> Iterator[Nsd]:
-    nsd = start_nsd(tmp_path_factory.mktemp("nsd") / "full", zones_dir, minimal=False)
+    nsd = start_both(tmp_path_factory.mktemp("nsd") / "full", zones_dir, minimal=False)
     yield nsd
     nsd.stop()
 
