@@ -230,9 +230,8 @@ def fakes() -> Iterator[list[FakeUpstream]]:
 
 
 @pytest.fixture()
-def forwarding() -> Iterator[Callable[..., DnsdHandle]]:
+def forwarding(dnsd_factory: Callable[..., DnsdHandle]) -> Callable[..., DnsdHandle]:
     """forwarding(upstreams, **forward_options, allow=[...], cluster={...}) -> a dnsd that forwards to them."""
-    started: list[DnsdHandle] = []
 
     def make(
         upstreams: list[str],
@@ -245,13 +244,9 @@ def forwarding() -> Iterator[Callable[..., DnsdHandle]]:
         cfg["recursion"] = "forward"
         cfg["forward"] = {"upstreams": upstreams, "timeout": TIMEOUT, **forward}
         cfg["allow_recursion"] = allow if allow is not None else ["127.0.0.1/32"]
-        handle = run_dnsd(cfg)
-        started.append(handle)
-        return handle
+        return dnsd_factory(config=cfg)
 
-    yield make
-    for handle in started:
-        handle.stop()
+    return make
 
 
 def forwarder(handle: DnsdHandle) -> Forwarder:

@@ -31,7 +31,8 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 import pytest
-from support import FIXTURE_CLUSTER, DnsdHandle, assert_section, base_config, query, rcode_text, run_dnsd, wait_until
+from support import FIXTURE_CLUSTER, DnsdHandle, assert_section, base_config, query, rcode_text, wait_until
+from support.nsd import free_port
 
 from dnsd.forward.link import Forwarder
 from dnsd.upstream.tls import TlsUpstream
@@ -95,12 +96,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 # ---------------------------------------------------------------- Unbound
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def tls_ready(port: int, pki: Pki) -> bool:
@@ -177,9 +172,8 @@ def unbound(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Unbo
 
 
 @pytest.fixture()
-def forwarding(pki: Pki) -> Iterator[Callable[..., DnsdHandle]]:
+def forwarding(pki: Pki, dnsd_factory: Callable[..., DnsdHandle]) -> Callable[..., DnsdHandle]:
     """forwarding(upstreams, tls_ca=...) -> a dnsd forwarding to them (tls_ca: the test CA unless given)."""
-    started: list[DnsdHandle] = []
 
     def make(upstreams: list[str], listen: str | None = None, **forward: Any) -> DnsdHandle:
         cfg = base_config(FIXTURE_CLUSTER)
@@ -188,17 +182,14 @@ def forwarding(pki: Pki) -> Iterator[Callable[..., DnsdHandle]]:
         cfg["recursion"] = "forward"
         cfg["forward"] = {"upstreams": upstreams, "timeout": TIMEOUT, "tls_ca": str(pki.ca), **forward}
         cfg["allow_recursion"] = ["127.0.0.1/32"]
-        handle = run_dnsd(cfg)
-        started.append(handle)
+        handle = dnsd_factory(config=cfg)
         fwd = handle.app.forwarder
         assert isinstance(fwd, Forwarder)
         # The forwarding-loop probe (one HINFO query per upstream at start) is done before the test's own queries.
         wait_until(lambda: handle.call(lambda: fwd.loop_probes_done))
         return handle
 
-    yield make
-    for handle in started:
-        handle.stop()
+    return make
 
 
 def dot(port: int, name: str = NAME) -> str:
