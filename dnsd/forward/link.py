@@ -112,9 +112,12 @@ def to_answer(reply: dns.message.Message) -> Answer:
             for rd in rrset:
                 rrs.append(RR(owner, int(rrset.rdtype), rrset.ttl, (rd.to_wire(),)))
         sections.append(rrs)
-    ans = Answer(reply.rcode() & 0x0F, sections[0], sections[1], sections[2], aa=False, ra=True, cacheable=False)
-    ans.zone = None
-    return ans
+    return Answer(reply.rcode() & 0x0F, sections[0], sections[1], sections[2], aa=False, ra=True, cacheable=False)
+
+
+def _parse_upstream(text: str) -> Server | TlsServer:
+    """'ip', 'ip:port', '[v6]:port' or 'tls://IP[:port]#name'."""
+    return parse_tls_server(text) if text.startswith("tls://") else parse_server(text)
 
 
 def _servfail() -> Answer:
@@ -160,10 +163,8 @@ class Forwarder:
             servers: list[Server | TlsServer]
             if spec.startswith(("/", ".")):
                 servers = list(read_resolv_conf(Path(spec), self.listen))
-            elif spec.startswith("tls://"):
-                servers = [parse_tls_server(spec)]
             else:
-                servers = [parse_server(spec)]
+                servers = [_parse_upstream(spec)]
             for server in servers:
                 up = self._upstreams.get(server)
                 if up is None:
@@ -185,7 +186,7 @@ class Forwarder:
 
     def upstream(self, text: str) -> Upstream:
         """The health record of an upstream ('ip:port' or 'tls://...'), for tests and, later, metrics."""
-        return self._upstreams[parse_tls_server(text) if text.startswith("tls://") else parse_server(text)]
+        return self._upstreams[_parse_upstream(text)]
 
     @property
     def servers(self) -> list[Server | TlsServer]:

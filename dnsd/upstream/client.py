@@ -93,12 +93,28 @@ def _question_matches(request: dns.message.Message, reply: dns.message.Message) 
     return got.name == want.name and got.rdtype == want.rdtype and got.rdclass == want.rdclass
 
 
-def _parse(wire: bytes) -> dns.message.Message:
+def _reply_id(data: bytes) -> int | None:
+    """The ID of a reply (whole header, QR set); None for anything else (RFC 5452 9.1)."""
+    if len(data) < 12 or not data[2] & 0x80:
+        return None
+    return int(struct.unpack_from("!H", data)[0])
+
+
+def _parse(wire: bytes, what: str = "malformed reply") -> dns.message.Message:
     try:
         return dns.message.from_wire(wire)
     except Exception as exc:  # dnspython raises many kinds on hostile input; none may reach a client
         STATS.malformed += 1
-        raise MalformedReply(f"malformed reply: {exc}") from exc
+        raise MalformedReply(f"{what}: {exc}") from exc
+
+
+def _stream_reply(request: dns.message.Message, data: bytes, server: object, transport: str) -> dns.message.Message:
+    """A reply read over TCP or TLS (its ID and QR already matched): parsed, and for our question."""
+    reply = _parse(data, f"{server}: malformed reply over {transport}")
+    if not _question_matches(request, reply):
+        STATS.ignored += 1
+        raise MalformedReply(f"{server}: reply over {transport} for another question")
+    return reply
 
 
 class _UdpWaiter(asyncio.DatagramProtocol):
@@ -116,10 +132,7 @@ class _UdpWaiter(asyncio.DatagramProtocol):
         except ValueError:
             same_source = False
         # RFC 5452 9.1: source address and port, ID, QR; then the question, once the message parses.
-        if not same_source or len(data) < 12 or struct.unpack_from("!H", data)[0] != self.request.id:
-            STATS.ignored += 1
-            return
-        if not data[2] & 0x80:
+        if not same_source or _reply_id(data) != self.request.id:
             STATS.ignored += 1
             return
         self.result.set_result(data)
@@ -197,18 +210,10 @@ async def query_tcp(server: Server, request: dns.message.Message, per_try: float
             while True:
                 size = struct.unpack("!H", await reader.readexactly(2))[0]
                 data = await reader.readexactly(size)
-                if len(data) >= 12 and struct.unpack_from("!H", data)[0] == request.id and data[2] & 0x80:
+                if _reply_id(data) == request.id:
                     break
                 STATS.ignored += 1  # not our reply: a server may send others on the connection; keep reading
-        try:
-            reply = dns.message.from_wire(data)
-        except Exception as exc:
-            STATS.malformed += 1
-            raise MalformedReply(f"{server}: malformed reply over TCP: {exc}") from exc
-        if not _question_matches(request, reply):
-            STATS.ignored += 1
-            raise MalformedReply(f"{server}: reply over TCP for another question")
-        return reply
+        return _stream_reply(request, data, server, "TCP")
     except TimeoutError:
         STATS.timeouts += 1
         raise UpstreamTimeout(f"{server}: no reply over TCP in time") from None

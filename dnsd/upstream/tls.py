@@ -25,7 +25,7 @@ from pathlib import Path
 import dns.message
 
 from dnsd.config import parse_tls_upstream
-from dnsd.upstream.client import STATS, MalformedReply, UpstreamError, UpstreamTimeout, _question_matches
+from dnsd.upstream.client import STATS, UpstreamError, UpstreamTimeout, _reply_id, _stream_reply
 
 log = logging.getLogger(__name__)
 
@@ -121,15 +121,7 @@ class TlsUpstream:
         except TimeoutError:
             STATS.timeouts += 1
             raise UpstreamTimeout(f"{self.server}: no reply over TLS in time") from None
-        try:
-            reply = dns.message.from_wire(data)
-        except Exception as exc:  # dnspython raises many kinds on hostile input; none may reach a client
-            STATS.malformed += 1
-            raise MalformedReply(f"{self.server}: malformed reply over TLS: {exc}") from exc
-        if not _question_matches(request, reply):
-            STATS.ignored += 1
-            raise MalformedReply(f"{self.server}: reply over TLS for another question")
-        return reply
+        return _stream_reply(request, data, self.server, "TLS")
 
     async def _send(self, conn: _Conn, request: dns.message.Message) -> bytes:
         loop = asyncio.get_running_loop()
@@ -196,8 +188,9 @@ class TlsUpstream:
                     why = "idle"
                     return
                 data = await conn.reader.readexactly(struct.unpack("!H", head)[0])
-                fut = conn.pending.get(struct.unpack_from("!H", data)[0]) if len(data) >= 12 else None
-                if fut is None or fut.done() or not data[2] & 0x80:
+                qid = _reply_id(data)
+                fut = conn.pending.get(qid) if qid is not None else None
+                if fut is None or fut.done():
                     self.stats.ignored += 1  # a late reply to a query that timed out, or garbage
                     continue
                 fut.set_result(data)
