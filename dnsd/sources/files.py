@@ -34,11 +34,14 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dnsd.sources.manifests import Parsed, parse_file
 from dnsd.store.model import KubeObject, describe, object_key
 from dnsd.store.store import ObjectKey, Prepared, Store
+
+if TYPE_CHECKING:
+    from dnsd.sources.watch import Watch
 
 log = logging.getLogger(__name__)
 
@@ -577,7 +580,7 @@ class FileSource:
                 await asyncio.wait_for(self.armed.wait(), 5.0)
 
     async def _watch(self) -> None:
-        from watchfiles import awatch
+        from dnsd.sources.watch import Watch
 
         absent: int | None = None  # while the directory is absent: the file type found in its place (0: none)
         while not self._stop.is_set():
@@ -596,38 +599,23 @@ class FileSource:
                 continue
             absent = None
             try:
-                await self._watch_once(awatch, ident)
+                await self._watch_once(Watch, ident)
             except Exception:
                 log.exception("%s: watching failed; retrying", self.root)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), 1.0)
 
-    async def _watch_once(self, awatch: Any, ident: tuple[int, int]) -> None:
+    async def _watch_once(self, watch: type[Watch], ident: tuple[int, int]) -> None:
         """Watch one incarnation of the directory until it is replaced or removed."""
-        changes_iter = awatch(
-            self.root,
-            stop_event=self._stop,
-            debounce=200,
-            step=self.step_ms,
-            rust_timeout=1000,
-            yield_on_timeout=True,
-            recursive=True,
-        )
         root_text = str(self.root)
-        pending: asyncio.Future[set[Any]] = asyncio.ensure_future(changes_iter.__anext__())
-        try:
-            # The first step of the iterator sets up the inotify watches (synchronously, before its first
-            # wait); only then catch up, so nothing written in between is missed.
-            for _ in range(3):
-                await asyncio.sleep(0)
+        async with watch(
+            self.root, self._stop, debounce=200, step=self.step_ms, rust_timeout=1000, recursive=True
+        ) as w:
+            # The watches are armed: only now catch up, so nothing written in between is missed.
             self.armed.set()
             await self._sync_logged()
             last_full = time.monotonic()
-            while True:
-                try:
-                    changes = await pending
-                except StopAsyncIteration:
-                    return
+            while (changes := await w.next()) is not None:
                 if _dir_identity(self.root) != ident or any(p == root_text for _, p in changes):
                     # The directory itself was replaced or removed (its inode may even be reused by the new
                     # one, so its own deletion event counts too): the old watch is dead, watch the new one.
@@ -640,13 +628,6 @@ class FileSource:
                     await self._sync_logged(targets)
                     if targets is None:
                         last_full = time.monotonic()
-                pending = asyncio.ensure_future(changes_iter.__anext__())
-        finally:
-            pending.cancel()
-            with contextlib.suppress(BaseException):
-                await pending
-            with contextlib.suppress(BaseException):
-                await changes_iter.aclose()
 
     async def _sync_logged(self, targets: set[Path] | None = None) -> None:
         try:

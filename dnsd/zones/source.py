@@ -9,11 +9,14 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from dnsd.proto.answer import Labels, Tag, zone_tag
 from dnsd.zones.link import ZoneHandler
 from dnsd.zones.zone import Zone, ZoneError, is_zone_file, load_zone
+
+if TYPE_CHECKING:
+    from dnsd.sources.watch import Watch
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +188,7 @@ class ZoneSource:
     # ------------------------------------------------------------ watching
 
     async def _watch(self) -> None:
-        from watchfiles import awatch
+        from dnsd.sources.watch import Watch
 
         while not self._stop.is_set():
             if not self.root.is_dir():
@@ -194,50 +197,26 @@ class ZoneSource:
                 await self._sync_logged()
                 continue
             try:
-                await self._watch_once(awatch)
+                await self._watch_once(Watch)
             except Exception:
                 log.exception("%s: watching failed; retrying", self.root)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), 1.0)
 
-    async def _watch_once(self, awatch: Any) -> None:
+    async def _watch_once(self, watch: type[Watch]) -> None:
         """Watch the directory until it goes; every wake (a change, or WAKE_MS without one) re-stats it."""
         ident = self.root.stat().st_ino
-        changes_iter = awatch(
-            self.root,
-            stop_event=self._stop,
-            debounce=100,
-            step=20,
-            rust_timeout=WAKE_MS,
-            yield_on_timeout=True,
-            recursive=False,
-        )
-        pending: asyncio.Future[set[Any]] = asyncio.ensure_future(changes_iter.__anext__())
-        try:
-            # The iterator's first step sets up the inotify watch before it waits; then catch up once, so a
-            # write between the first load and the watch is not missed.
-            for _ in range(3):
-                await asyncio.sleep(0)
+        async with watch(self.root, self._stop, debounce=100, step=20, rust_timeout=WAKE_MS, recursive=False) as w:
+            # The watch is armed: catch up once, so a write between the first load and the watch is not missed.
             self.armed.set()
             await self._sync_logged()
-            while True:
-                try:
-                    await pending
-                except StopAsyncIteration:
-                    return
+            while await w.next() is not None:
                 await self._sync_logged()
                 try:
                     if self.root.stat().st_ino != ident:
                         return  # replaced: watch the new directory
                 except OSError:
                     return
-                pending = asyncio.ensure_future(changes_iter.__anext__())
-        finally:
-            pending.cancel()
-            with contextlib.suppress(BaseException):
-                await pending
-            with contextlib.suppress(BaseException):
-                await changes_iter.aclose()
 
     async def _sync_logged(self) -> None:
         try:
