@@ -166,12 +166,9 @@ class Engine:
             if not isinstance(resolved, Answer):
                 return self._later(resolved, q, ctx, limit)
             ans = resolved
-            if not (ans.answer or ans.authority or ans.additional or ans.aa):
-                return simple_reply(q, ans.rcode, ra=ans.ra)
-            rendered = render(q, ans, limit)
-            if not ans.cacheable:
-                return finish(rendered, data, self.store.serial)
-            entry = self.table.put(key, rendered, ans.tags)
+            if not ans.cacheable or not (ans.answer or ans.authority or ans.additional or ans.aa):
+                return self._render_uncached(q, ans, limit)
+            entry = self.table.put(key, render(q, ans, limit), ans.tags)
         else:
             ctx.link = "fast"
         reply = finish(entry.rendered, data, self.store.serial)
@@ -214,6 +211,8 @@ class Engine:
         return reply
 
     def _render_uncached(self, q: Query, ans: Answer, limit: int) -> bytes:
+        """An answer served once, not kept: header-only replies, answers that are not cacheable (before the
+        store's sync, upstream data), and everything from the async tail."""
         if not (ans.answer or ans.authority or ans.additional or ans.aa):
             return simple_reply(q, ans.rcode, ra=ans.ra)
         return finish(render(q, ans, limit), q.data, self.store.serial)
