@@ -14,6 +14,7 @@ from dnsd.engine.chain import Chain
 from dnsd.engine.engine import Engine
 from dnsd.errors import DnsdError
 from dnsd.forward.link import make_forwarder
+from dnsd.recurse.link import make_recursor
 from dnsd.sources.base import Source
 from dnsd.sources.files import FileSource
 from dnsd.store.store import Store
@@ -58,8 +59,6 @@ def check_buildable(cfg: Config) -> None:
     if source.path.exists() and not source.path.is_dir():
         what = "is a file, not a directory" if source.path.is_file() else "is not a directory"
         raise DnsdError(f"cluster.source.files: {str(source.path)!r} {what} (of Kubernetes manifests)")
-    if cfg.recursion == "iterative":
-        raise DnsdError("recursion: iterative is not built yet; use recursion: forward (forward.upstreams) or off")
 
 
 def make_source(cfg: Config, store: Store) -> Source:
@@ -80,6 +79,7 @@ class App:
         # The async tail: names outside our zones (None: REFUSED). It joins the chain once the zone files are
         # loaded (start), so that no name of a zone file is ever forwarded while the zones are still being read.
         self.forwarder = make_forwarder(cfg)
+        self.recursor = make_recursor(cfg)  # recursion: iterative (exclusive with forward)
         self.engine = Engine(self.chain, self.store, log_queries=cfg.log.queries)
         self.zone_source = (
             ZoneSource(cfg.zones, self.zone_link, self.records.zones, self.engine.invalidate)
@@ -103,6 +103,9 @@ class App:
             if self.forwarder is not None:
                 self.chain.tail.append(self.forwarder)
                 self.forwarder.start()  # the forwarding-loop probes (dnsd.forward.link)
+            if self.recursor is not None:
+                self.chain.tail.append(self.recursor)
+                self.recursor.start()
         except BaseException:
             # Failed or cancelled (SIGTERM during the first load): end what the source started, then listen no more.
             if self.zone_source is not None:
@@ -124,3 +127,5 @@ class App:
         await self.server.close()
         if self.forwarder is not None:
             await self.forwarder.close()
+        if self.recursor is not None:
+            await self.recursor.close()

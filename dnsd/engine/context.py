@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from dnsd.proto.wire import Query
 
 UDP, TCP = "udp", "tcp"
+MAX_TRACE_LINES = 200  # steps one traced query may record (bounded: a long iterative walk is cut)
 
 
 @dataclass(slots=True)
@@ -19,6 +20,16 @@ class QueryContext:
     started: float  # time.perf_counter() when the engine took the query
     query: Query | None = None  # None until the message parsed
     link: str = ""  # which link answered: cluster, terminal, or what the engine itself decided (header, shed...)
+    # A query dnsd asks itself (a cache prefetch): allowed to recurse whatever allow_recursion says.
+    internal: bool = False
+    # `dnsd query --trace`: the walk, one line per step, when the client asked for it; None (the usual case)
+    # costs nothing.
+    trace: list[str] | None = None
+
+    def note(self, text: str) -> None:
+        """One step of the walk for --trace (each link consulted, what it returned, each server asked)."""
+        if self.trace is not None and len(self.trace) < MAX_TRACE_LINES:
+            self.trace.append(text)
 
     @property
     def tcp(self) -> bool:

@@ -250,5 +250,3 @@ def _variant(q: Query, limit: int) -> bytes:
 def is_later(reply: Reply | Later) -> bool:
     """True when a handle() result is a reply still to come (the async tail)."""
     return not (reply is None or isinstance(reply, bytes))
-
-

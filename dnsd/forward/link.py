@@ -17,7 +17,6 @@ SERVFAIL, which ends the loop.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import random
 import secrets
@@ -31,6 +30,7 @@ import dns.name
 import dns.rdataclass
 
 from dnsd.config import Config, ForwardConfig, ListenAddress
+from dnsd.engine.acl import ClientAcl
 from dnsd.engine.context import QueryContext
 from dnsd.errors import DnsdError
 from dnsd.forward.resolvconf import read_resolv_conf
@@ -120,8 +120,8 @@ def _parse_upstream(text: str) -> Server | TlsServer:
     return parse_tls_server(text) if text.startswith("tls://") else parse_server(text)
 
 
-def _servfail() -> Answer:
-    return Answer(SERVFAIL, aa=False, ra=True, cacheable=False)
+def _servfail(transient: bool = False) -> Answer:
+    return Answer(SERVFAIL, aa=False, ra=True, cacheable=False, transient=transient)
 
 
 class Forwarder:
@@ -140,7 +140,7 @@ class Forwarder:
         self.timeout = cfg.timeout
         self.listen = list(listen)
         self.cluster_domain = _labels(cluster_domain)
-        self.allow = [ipaddress.ip_network(c, strict=False) for c in allow]
+        self.acl = ClientAcl(allow)
         self.max_fails = MAX_FAILS
         self.probe_interval = PROBE_INTERVAL
         self.max_concurrent = MAX_CONCURRENT
@@ -199,16 +199,8 @@ class Forwarder:
                 return group
         return self.default
 
-    def allowed(self, client: tuple[str, int] | None) -> bool:
-        if client is None:
-            return False
-        try:
-            ip = ipaddress.ip_address(client[0].split("%")[0])
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip in net for net in self.allow)
+    def allowed(self, ctx: QueryContext) -> bool:
+        return ctx.internal or self.acl.allowed(ctx.client)
 
     async def resolve(self, q: Query, ctx: QueryContext) -> Answer | None:
         if self._loop_probes and len(q.labels) == 2 and q.labels[1] == LOOP_ZONE:
@@ -219,7 +211,7 @@ class Forwarder:
             # Never forwarded, even when cluster.fallthrough names the cluster domain: upstream data for our
             # own domain could shadow or invent services (issue 6; dnsd differs from CoreDNS on purpose).
             return None
-        if not self.allowed(ctx.client):
+        if not self.allowed(ctx):
             self.refused += 1
             return Answer(REFUSED, aa=False, cacheable=False)  # and no upstream query is made
         group = self.group_for(q.labels)
@@ -227,7 +219,7 @@ class Forwarder:
             return _servfail()
         if self.inflight >= self.max_concurrent:
             self.shed += 1
-            return _servfail()
+            return _servfail(transient=True)
         self.inflight += 1
         try:
             return await self._forward(q, group)

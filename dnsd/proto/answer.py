@@ -99,6 +99,9 @@ class Answer:
     tags: frozenset[Tag] = frozenset()
     cacheable: bool = True
     source: str = "cluster"  # which link of the chain answered (metrics and query log)
+    # A verdict of the moment (shed under load, a deadline), never kept by the cache, unlike an upstream's own
+    # SERVFAIL (RFC 2308 7.1).
+    transient: bool = False
 
     @property
     def negative(self) -> bool:

@@ -1,0 +1,1 @@
+"""The recurse link: iterative resolution from the root hints (recursion: iterative)."""
