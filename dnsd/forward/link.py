@@ -34,8 +34,9 @@ from dnsd.engine.acl import ClientAcl
 from dnsd.engine.context import QueryContext
 from dnsd.errors import DnsdError
 from dnsd.forward.resolvconf import read_resolv_conf
-from dnsd.proto.answer import NOERROR, NXDOMAIN, OPT, REFUSED, RR, SERVFAIL, Answer, Labels
+from dnsd.proto.answer import NOERROR, NXDOMAIN, REFUSED, SERVFAIL, Answer, Labels
 from dnsd.proto.wire import Query
+from dnsd.upstream.answer import to_answer
 from dnsd.upstream.client import Server, UpstreamError, exchange, make_request, parse_server
 from dnsd.upstream.tls import TlsServer, TlsUpstream, make_context, parse_tls_server
 
@@ -96,23 +97,6 @@ def _in(name: Labels, zone: Labels) -> bool:
 
 def _labels(text: str) -> Labels:
     return tuple(lab for lab in text.lower().rstrip(".").split(".") if lab)
-
-
-def to_answer(reply: dns.message.Message) -> Answer:
-    """The upstream reply as our Answer: records as raw rdata (rendered uncompressed, RFC 3597 4), owner names
-    with the upstream's spelling, the upstream's OPT and any TSIG left out (our renderer adds our own OPT when
-    the client sent one, RFC 6891 6.1.1: OPT is hop by hop)."""
-    sections: list[list[RR]] = []
-    for section in (reply.answer, reply.authority, reply.additional):
-        rrs: list[RR] = []
-        for rrset in section:
-            if rrset.rdtype in (OPT, TSIG) or rrset.rdclass != dns.rdataclass.IN:
-                continue
-            owner = tuple(lab.decode("latin-1") for lab in rrset.name.labels[:-1])
-            for rd in rrset:
-                rrs.append(RR(owner, int(rrset.rdtype), rrset.ttl, (rd.to_wire(),)))
-        sections.append(rrs)
-    return Answer(reply.rcode() & 0x0F, sections[0], sections[1], sections[2], aa=False, ra=True, cacheable=False)
 
 
 def _parse_upstream(text: str) -> Server | TlsServer:

@@ -9,8 +9,9 @@ import dns.name
 import dns.rrset
 import pytest
 
-from dnsd.forward.link import Group, Upstream, to_answer
+from dnsd.forward.link import Group, Upstream
 from dnsd.proto.answer import NXDOMAIN, OPT, SOA, A
+from dnsd.upstream.answer import to_answer
 from dnsd.upstream.client import Server, make_request, parse_server
 
 
