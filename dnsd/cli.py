@@ -1,4 +1,5 @@
-"""The command line: `dnsd [--config FILE] [flags]`, `dnsd check-config FILE`, `dnsd --version`; and signals.
+"""The command line: `dnsd [--config FILE] [flags]`, `dnsd check-config FILE`, `dnsd query NAME [TYPE]`,
+`dnsd --version`; and signals.
 
 Signals while running: SIGTERM and SIGINT stop dnsd (exit 0). SIGHUP, which logrotate and operators send to
 reload, rescans the sources now (live config reload arrives with a later issue). SIGUSR1 and SIGUSR2 are
@@ -28,7 +29,8 @@ log = logging.getLogger("dnsd")
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dnsd",
-        description="DNS server for Kubernetes clusters. Also: `dnsd check-config FILE`.",
+        description="DNS server for Kubernetes clusters. Also: `dnsd check-config FILE`, "
+        "`dnsd query NAME [TYPE] [--server ADDR] [--tcp] [--trace]` (see `dnsd query --help`).",
     )
     p.add_argument("--version", action="version", version=f"dnsd {__version__}")
     p.add_argument("--config", help=f"YAML config file (default: {DEFAULT_CONFIG} if present, else built-in defaults)")
@@ -201,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["check-config"]:
         return check_config(argv[1:])
+    if argv[:1] == ["query"]:
+        from dnsd.query import main as query_main  # the client: none of the server's imports
+
+        return query_main(argv[1:])
     args = _parser().parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         # Until serve() installs its handlers, a SIGHUP from logrotate (or a stray SIGUSR1/2) must not kill
