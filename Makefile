@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TEST_TOOLS := dig:bind9-dnsutils kdig:knot-dnsutils nslookup:bind9-dnsutils nsd:nsd unbound:unbound openssl:openssl
-BENCH_TOOLS := dnsperf:dnsperf nsd:nsd taskset:util-linux
+BENCH_TOOLS := dnsperf:dnsperf nsd:nsd taskset:util-linux unbound:unbound
 
 .PHONY: run setup test lint unit bench system-test-deps system-bench-deps clean
 
@@ -54,8 +54,11 @@ test: $(STAMP) system-test-deps lint
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
 
+# SCENARIO: cluster (dnsd and NSD, 1,000 services), cache (dnsd and Unbound forwarding to NSD, cache hits),
+# iterative (dnsd and Unbound resolving cold from a loopback root on port 53: root only), or all.
+SCENARIO ?= all
 bench: $(STAMP) system-bench-deps
-	PATH="$(CURDIR)/$(BIN):$$PATH" bash bench/run.sh
+	PATH="$(CURDIR)/$(BIN):$$PATH" SCENARIO="$(SCENARIO)" bash bench/run.sh
 
 clean:
 	rm -rf $(VENV) bench/out .pytest_cache .mypy_cache .ruff_cache

@@ -4,12 +4,23 @@
 #   bash bench/run.sh                      # 20 s per server (what `make bench` runs)
 #   BENCH_SECONDS=5 bash bench/run.sh      # a quick run
 #   BENCH_SERVERS=nsd bash bench/run.sh    # one server only (nsd or dnsd)
+#   SCENARIO=cache bash bench/run.sh       # one scenario: cluster, cache, iterative or all (the default)
+#
+# Scenarios: cluster (bench/bench.py, below: dnsperf against NSD and dnsd), then cache and iterative
+# (bench/resolver.py: dnsd and Unbound as resolvers, a cache-hit run behind one NSD and a cold iterative pass
+# over a loopback root/TLD/leaf hierarchy on port 53, which needs root), then one table of all of them.
 #
 # Other knobs: BENCH_CLIENTS (4), BENCH_THREADS (4), BENCH_OUTSTANDING (500), PYTHON (the interpreter
 # that runs dnsd and the scripts; default .venv/bin/python, else python3), BENCH_STRICT=1 (exit 2 when
 # the issue-2 target is not met). Output: printed, and in bench/out/ (results.txt, results.json,
 # dnsperf-*.txt, compare.txt, dnsd.log, nsd/).
 set -euo pipefail
+
+scenario="${SCENARIO:-all}"
+case "$scenario" in
+  all | cluster | cache | iterative) ;;
+  *) echo "bench: SCENARIO must be cluster, cache, iterative or all, not '$scenario'" >&2; exit 1 ;;
+esac
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"
@@ -26,9 +37,12 @@ fi
 export PYTHON
 
 # tool -> Debian package
-declare -A pkg=([dnsperf]=dnsperf [nsd]=nsd [nsd-checkconf]=nsd [nsd-checkzone]=nsd [dig]=bind9-dnsutils [taskset]=util-linux)
+declare -A pkg=([dnsperf]=dnsperf [nsd]=nsd [nsd-checkconf]=nsd [nsd-checkzone]=nsd [dig]=bind9-dnsutils [taskset]=util-linux
+  [unbound]=unbound [unbound-checkconf]=unbound)
+tools=(dnsperf nsd nsd-checkconf nsd-checkzone dig taskset)
+[[ "$scenario" == cluster ]] || tools+=(unbound unbound-checkconf)
 missing=()
-for tool in dnsperf nsd nsd-checkconf nsd-checkzone dig taskset; do
+for tool in "${tools[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${pkg[$tool]}")
 done
 if ((${#missing[@]})); then
@@ -53,6 +67,23 @@ if [[ "$(nproc)" -lt 2 ]]; then
   echo "bench: WARNING: only $(nproc) CPU; server and dnsperf will share it and the figures mean little" >&2
 fi
 
-mkdir -p "$out"
-"$PYTHON" "$here/gen.py" --out "$out"
-exec "$PYTHON" "$here/bench.py" --out "$out" "$@"
+if [[ "$scenario" == cluster ]]; then
+  mkdir -p "$out"
+  "$PYTHON" "$here/gen.py" --out "$out"
+  exec "$PYTHON" "$here/bench.py" --out "$out" "$@"
+fi
+
+rc=0
+cluster_args=()
+if [[ "$scenario" == all ]]; then
+  mkdir -p "$out"
+  "$PYTHON" "$here/gen.py" --out "$out"
+  "$PYTHON" "$here/bench.py" --out "$out" "$@" || rc=$?
+  cluster_args=(--cluster-results "$out/results.json")
+fi
+# resolver.py skips the iterative scenario, saying so, when not run as root (its NSD servers use port 53)
+"$PYTHON" "$here/resolver.py" --out "$out/resolver" --scenario "$scenario" "${cluster_args[@]}" || {
+  code=$?
+  ((rc)) || rc=$code
+}
+exit "$rc"
