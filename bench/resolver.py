@@ -108,6 +108,8 @@ server:
   verbosity: 1
   num-threads: 1
   so-reuseport: no
+  # dnsd asks for a 4 MiB UDP receive buffer (dnsd/transport/server.py); the same for Unbound, or it drops bursts
+  so-rcvbuf: 4m
   access-control: 127.0.0.0/8 allow
   # the upstreams (NSD) are on 127.0.0.0/8, which Unbound refuses to query unless told otherwise
   do-not-query-localhost: no
