@@ -1,12 +1,53 @@
-"""The recurse link: iterative resolution from the root hints, for `recursion: iterative`."""
+"""The recurse link: iterative resolution from the root hints, for `recursion: iterative`.
+
+Only clients in allow_recursion are served (others get REFUSED and nothing is sent, RFC 5358); names in the
+cluster domain are never looked up outside (None: the chain refuses them). Each query walks from the closest
+delegation the infrastructure cache knows (dnsd.recurse.infra) with its own work budget (dnsd.recurse.walk),
+within the engine's deadline; at most max_concurrent queries walk at once, the excess gets a transient SERVFAIL.
+The answer carries the records of the answering zone only; a negative one keeps its SOA (RFC 2308 5). When every
+server failed, or the work bound is hit, the client gets SERVFAIL, never NXDOMAIN. Final answers are not cached
+here: the shared answer cache wraps this link.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdatatype
+
 from dnsd.config import Config
+from dnsd.engine.acl import ClientAcl
 from dnsd.engine.context import QueryContext
-from dnsd.errors import DnsdError
-from dnsd.proto.answer import Answer
+from dnsd.proto.answer import REFUSED, SERVFAIL, Answer, Labels
 from dnsd.proto.wire import Query
+from dnsd.recurse.classify import rcode_text
+from dnsd.recurse.hints import Hints, load_hints
+from dnsd.recurse.infra import Infra
+from dnsd.recurse.walk import Budget, Outcome, Stats, Walker, WorkLimit
+from dnsd.upstream.answer import to_answer
+
+log = logging.getLogger(__name__)
+
+MAX_CONCURRENT = 1000  # client queries walking at once (as the forwarder's cap)
+TIME_LIMIT = 4.5  # seconds one query may walk: inside the engine's 5 s ASYNC_DEADLINE, so we answer first
+
+
+def _in(name: Labels, zone: Labels) -> bool:
+    return len(name) >= len(zone) and name[len(name) - len(zone) :] == zone
+
+
+def _labels(text: str) -> Labels:
+    return tuple(lab for lab in text.lower().rstrip(".").split(".") if lab)
+
+
+def _servfail(transient: bool = False) -> Answer:
+    return Answer(SERVFAIL, aa=False, ra=True, cacheable=False, transient=transient)
 
 
 class Recursor:
@@ -14,21 +55,82 @@ class Recursor:
 
     name = "recurse"
 
-    def __init__(self, cfg: Config) -> None:
-        raise DnsdError("recursion: iterative is not built yet; use recursion: forward (forward.upstreams) or off")
+    def __init__(
+        self,
+        hints: Hints,
+        *,
+        cluster_domain: str = "cluster.local",
+        allow: Iterable[str] = (),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cluster_domain = _labels(cluster_domain)
+        self.acl = ClientAcl(allow)
+        self.stats = Stats()
+        self.infra = Infra(clock)
+        self.walker = Walker(hints, self.infra, self.stats)
+        self.max_concurrent = MAX_CONCURRENT
+        self.time_limit = TIME_LIMIT
+        self.inflight = 0
+        self.queries = 0  # client queries walked
+        self.shed = 0  # answered SERVFAIL at once: max_concurrent were walking
+        self.refused = 0  # from clients outside allow_recursion
+        self.failed = 0  # answered SERVFAIL: every server failed, or the work bound was hit
+
+    def allowed(self, ctx: QueryContext) -> bool:
+        return ctx.internal or self.acl.allowed(ctx.client)
 
     async def resolve(self, q: Query, ctx: QueryContext) -> Answer | None:
-        raise NotImplementedError
+        if _in(q.labels, self.cluster_domain):
+            return None  # our own domain is never asked outside (issue 6), as the forwarder
+        if not self.allowed(ctx):
+            self.refused += 1
+            return Answer(REFUSED, aa=False, cacheable=False)  # and nothing is sent
+        if self.inflight >= self.max_concurrent:
+            self.shed += 1
+            return _servfail(transient=True)
+        self.inflight += 1
+        self.queries += 1
+        try:
+            return await self._resolve(q, ctx)
+        finally:
+            self.inflight -= 1
+
+    async def _resolve(self, q: Query, ctx: QueryContext) -> Answer:
+        qname = dns.name.from_wire(q.qname_wire, 0)[0]  # the client's spelling (RFC 4343)
+        do = q.edns is not None and q.edns.do
+        budget = Budget(asyncio.get_running_loop().time() + self.time_limit)
+        try:
+            out = await self.walker.lookup(qname, q.qtype, budget, ctx.note, do=do)
+        except WorkLimit as exc:
+            self.stats.work_limits += 1
+            ctx.note(f"recurse: work bound hit ({exc}): SERVFAIL")
+            log.debug("recurse: %s %s: work bound hit: %s", qname, q.qtype, exc)
+            self.failed += 1
+            return _servfail()
+        ctx.note(f"recurse: {budget.sent} queries sent; {rcode_text(out.rcode)}")
+        if out.rcode == SERVFAIL:
+            self.failed += 1
+            return _servfail()
+        return to_answer(_message(out))
 
     def start(self) -> None:
-        """Background work once the link joins the chain."""
+        """Nothing runs in the background: every walk belongs to the client query that caused it."""
 
     async def close(self) -> None:
-        """Stop background work and close connections (app shutdown)."""
+        """No background task or kept-open connection to end: each query's sockets close with it."""
+
+
+def _message(out: Outcome) -> dns.message.Message:
+    msg = dns.message.Message()
+    msg.set_rcode(dns.rcode.Rcode.make(out.rcode))
+    msg.answer = list(out.answer)
+    msg.authority = list(out.authority)
+    msg.additional = list(out.additional)
+    return msg
 
 
 def make_recursor(cfg: Config) -> Recursor | None:
-    """The recurse link the config asks for: only with `recursion: iterative`."""
+    """The recurse link the config asks for: only with `recursion: iterative`. A bad root_hints file fails here."""
     if cfg.recursion != "iterative":
         return None
-    return Recursor(cfg)
+    return Recursor(load_hints(cfg.root_hints), cluster_domain=cfg.cluster.domain, allow=cfg.allow_recursion)

@@ -1,0 +1,353 @@
+"""The iterative walk: from the closest known delegation down the referrals to the servers of the name's zone.
+
+One client query gets one Budget (queries sent, referrals, nested look-ups, a deadline) shared by everything it
+causes: NS addresses resolved for a glueless delegation and CNAME targets in other zones spend from it too, so
+a delegation loop or an endless chain ends in SERVFAIL after bounded work (RFC 1034 5.3.3, Unbound's limits).
+
+QNAME minimisation (RFC 9156) as Unbound does it by default (relaxed): each server is asked for one label more
+than the zone it serves, with QTYPE A (RFC 9156 2.1 leaves the type open; A fails least with broken servers); the
+first MINIMISE_ONE_LAB steps add one label, later ones more, so that no name costs more than MAX_MINIMISE_COUNT
+minimised queries (RFC 9156 2.3). A NOERROR (an empty non-terminal, RFC 8020, or a name with data) adds the next
+label; a referral moves down. An NXDOMAIN or another error rcode for a minimised name may come from a broken
+server that does not know about empty non-terminals (RFC 9156 3): the same servers are then asked the full name,
+whose reply is final.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
+
+from dnsd.recurse.classify import DS, Kind, Verdict, classify, rcode_text, type_text, within
+from dnsd.recurse.hints import Hints
+from dnsd.recurse.infra import Delegation, Infra
+from dnsd.upstream.client import DNS_PORT, Server, UpstreamError, exchange, make_request
+
+log = logging.getLogger(__name__)
+
+A = 1
+MAX_SENT = 50  # queries one client query may cause in all (Unbound: MAX_SENT_COUNT 32 per target)
+MAX_REFERRALS = 30  # referrals one walk may follow
+MAX_DEPTH = 4  # nested look-ups (the address of a glueless NS, whose NS is glueless...)
+MAX_CHASE = 8  # CNAMEs to other zones one query follows (RFC 1034 3.6.2 asks for a bound)
+MAX_GLUELESS = 3  # NS names without an address one delegation may look up
+MAX_MINIMISE_COUNT = 10  # RFC 9156 2.3
+MINIMISE_ONE_LAB = 4  # RFC 9156 2.3
+PER_TRY = 1.0  # seconds one server has to answer (UDP, then as long again over TCP after a TC)
+
+
+class WorkLimit(Exception):
+    """The query has caused all the work it may: it gets SERVFAIL."""
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counters for metrics: queries sent and what came back."""
+
+    sent: int = 0
+    answers: int = 0
+    referrals: int = 0
+    nxdomain: int = 0
+    nodata: int = 0
+    lame: int = 0
+    errors: int = 0  # REFUSED, SERVFAIL and other error rcodes
+    timeouts: int = 0  # and network errors, malformed replies
+    minimise_fallbacks: int = 0
+    glueless: int = 0  # NS addresses looked up
+    work_limits: int = 0
+
+    def count(self, kind: Kind) -> None:
+        if kind is Kind.ANSWER:
+            self.answers += 1
+        elif kind is Kind.REFERRAL:
+            self.referrals += 1
+        elif kind is Kind.NXDOMAIN:
+            self.nxdomain += 1
+        elif kind is Kind.NODATA:
+            self.nodata += 1
+        elif kind is Kind.LAME:
+            self.lame += 1
+        else:
+            self.errors += 1
+
+
+@dataclass(slots=True)
+class Budget:
+    deadline: float  # loop time
+    sent: int = 0
+    referrals: int = 0
+    active: set[tuple[dns.name.Name, int]] = field(default_factory=set)  # look-ups under way (loop check)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The result of a walk: an rcode and the sections for the client, or None for rcode when all failed."""
+
+    rcode: int
+    answer: list[dns.rrset.RRset] = field(default_factory=list)
+    authority: list[dns.rrset.RRset] = field(default_factory=list)
+    additional: list[dns.rrset.RRset] = field(default_factory=list)
+
+
+SERVFAIL = Outcome(dns.rcode.SERVFAIL)
+
+Note = Callable[[str], None]
+
+
+class Walker:
+    def __init__(self, hints: Hints, infra: Infra, stats: Stats) -> None:
+        self.hints = Delegation(dns.name.root, hints.ns, hints.addresses, 0)
+        self.infra = infra
+        self.stats = stats
+        self.port = DNS_PORT
+        self.per_try = PER_TRY
+        self.max_sent = MAX_SENT
+        self.minimise = True
+
+    async def lookup(
+        self, qname: dns.name.Name, qtype: int, budget: Budget, note: Note, depth: int = 0, do: bool = False
+    ) -> Outcome:
+        """The answer for (qname, qtype): walks, then chases CNAMEs to other zones (the chain in the answer)."""
+        chain: list[dns.rrset.RRset] = []
+        name, seen = qname, {qname}
+        for _ in range(MAX_CHASE + 1):
+            verdict = await self._walk(name, qtype, budget, note, depth, do)
+            if verdict is None:
+                return SERVFAIL
+            chain.extend(r for r in verdict.answer if r not in chain)
+            target = verdict.target
+            if target is None or not _must_chase(verdict, target, verdict.zone):
+                return Outcome(verdict.rcode, chain, verdict.authority, verdict.additional)
+            if target in seen:
+                return SERVFAIL  # a CNAME loop across zones
+            seen.add(target)
+            note(f"recurse: chasing CNAME to {target}")
+            name = target
+        note(f"recurse: more than {MAX_CHASE} CNAMEs to other zones: SERVFAIL")
+        return SERVFAIL
+
+    def _start(self, name: dns.name.Name, qtype: int) -> Delegation:
+        # DS lives in the parent (RFC 4035 3.1.4.1): start above the name itself.
+        where = name.parent() if qtype == DS and name != dns.name.root else name
+        return self.infra.closest(where) or self.hints
+
+    async def _walk(
+        self, name: dns.name.Name, qtype: int, budget: Budget, note: Note, depth: int, do: bool
+    ) -> _Step | None:
+        deleg = self._start(name, qtype)
+        minimise = self.minimise
+        sname = deleg.zone  # the name last asked (minimised); the next one has more labels
+        minimised = 0
+        while True:
+            if minimise and len(sname) < len(name) and minimised < MAX_MINIMISE_COUNT:
+                sname = _next_name(name, max(len(sname), len(deleg.zone)), minimised)
+                minimised += 1
+            else:
+                sname = name
+            full = sname == name
+            stype = qtype if full else A
+            got = await self._ask(deleg, sname, stype, budget, note, depth, do and full, not full)
+            if got is None:
+                return None
+            verdict = got
+            if verdict.kind is Kind.REFERRAL:
+                assert verdict.referral is not None
+                budget.referrals += 1
+                if budget.referrals > MAX_REFERRALS:
+                    raise WorkLimit(f"more than {MAX_REFERRALS} referrals")
+                deleg = self._adopt(verdict.referral)
+                continue
+            if full:
+                return _Step(verdict, deleg.zone)
+            if verdict.kind is Kind.ANSWER or verdict.kind is Kind.NODATA:
+                continue  # an empty non-terminal or a name with data, not a cut: one label more (RFC 9156 3)
+            # NXDOMAIN or an error rcode for a minimised name (RFC 9156 3, Unbound's relaxed mode): ask the full name.
+            self.stats.minimise_fallbacks += 1
+            note(f"recurse: {rcode_text(verdict.rcode)} for minimised {sname}: asking the full name")
+            minimise = False
+
+    def _adopt(self, deleg: Delegation) -> Delegation:
+        """A referral's delegation, remembered; addresses known from earlier look-ups join the glue."""
+        known = dict(deleg.glue)
+        for ns in deleg.ns:
+            if ns not in known:
+                addrs = self.infra.addresses(ns)
+                if addrs:
+                    known[ns] = addrs
+        deleg = Delegation(deleg.zone, deleg.ns, tuple(known.items()), deleg.ttl)
+        self.infra.add_delegation(deleg)
+        return deleg
+
+    async def _ask(
+        self,
+        deleg: Delegation,
+        sname: dns.name.Name,
+        stype: int,
+        budget: Budget,
+        note: Note,
+        depth: int,
+        do: bool,
+        minimised: bool,
+    ) -> Verdict | None:
+        """The first usable reply from the zone's servers: the ones with an address first, then the NS names
+        without one, looked up (bounded); None when every server failed."""
+        tried: set[str] = set()
+        addrs = [a for _, aa in deleg.glue for a in aa]
+        addrs += [a for ns in deleg.ns for a in self.infra.addresses(ns)]
+        for addr in self.infra.order(addrs, deleg.zone):
+            tried.add(addr)
+            verdict = await self._send(addr, deleg.zone, sname, stype, budget, note, do, minimised)
+            if verdict is not None:
+                return verdict
+        looked = 0
+        for ns in deleg.ns:
+            if looked >= MAX_GLUELESS or self.infra.addresses(ns):
+                continue  # enough looked up; or its addresses were tried above
+            if within(ns, deleg.zone) or depth >= MAX_DEPTH or (ns, A) in budget.active:
+                continue  # in-zone without glue cannot be reached; too deep; already being looked up (a loop)
+            looked += 1
+            self.stats.glueless += 1
+            note(f"recurse: looking up the address of {ns} (NS of {deleg.zone})")
+            for addr in self.infra.order(await self._host(ns, budget, note, depth + 1), deleg.zone):
+                if addr in tried:
+                    continue
+                tried.add(addr)
+                verdict = await self._send(addr, deleg.zone, sname, stype, budget, note, do, minimised)
+                if verdict is not None:
+                    return verdict
+        note(f"recurse: no server of {deleg.zone} answered {sname} {type_text(stype)}")
+        return None
+
+    async def _host(self, ns: dns.name.Name, budget: Budget, note: Note, depth: int) -> list[str]:
+        """The IPv4 addresses of a name server, looked up with this query's budget and remembered."""
+        budget.active.add((ns, A))
+        try:
+            out = await self.lookup(ns, A, budget, note, depth)
+        finally:
+            budget.active.discard((ns, A))
+        addrs = [rd.address for r in out.answer if r.rdtype == A for rd in r]
+        ttl = min((r.ttl for r in out.answer), default=0)
+        self.infra.add_host(ns, addrs, ttl)
+        return addrs
+
+    async def _send(
+        self,
+        addr: str,
+        zone: dns.name.Name,
+        sname: dns.name.Name,
+        stype: int,
+        budget: Budget,
+        note: Note,
+        do: bool,
+        minimised: bool,
+    ) -> Verdict | None:
+        """One query to one server: its classified reply, or None when it gave nothing usable."""
+        loop = asyncio.get_running_loop()
+        remaining = budget.deadline - loop.time()
+        if budget.sent >= self.max_sent:
+            raise WorkLimit(f"{budget.sent} queries sent")
+        if remaining <= 0.05:
+            raise WorkLimit("out of time")
+        budget.sent += 1
+        self.stats.sent += 1
+        request = make_request(sname, stype, do)
+        request.flags &= ~dns.flags.RD  # an iterative query (RFC 1034 5.3.1)
+        what = f"recurse: {addr} asked {sname} {type_text(stype)}{' (minimised)' if minimised else ''}"
+        started = loop.time()
+        try:
+            reply = await exchange(Server(addr, self.port), request, min(self.per_try, remaining))
+        except UpstreamError as exc:
+            self.stats.timeouts += 1
+            self.infra.failed(addr, zone)
+            note(f"{what} -> {_short(exc)}")
+            return None
+        self.infra.answered(addr, zone, loop.time() - started)
+        verdict = classify(reply, zone, sname, stype)
+        self.stats.count(verdict.kind)
+        note(f"{what} -> {_describe(verdict)}")
+        if verdict.kind is Kind.LAME or (
+            verdict.kind is Kind.ERROR and (not minimised or verdict.rcode in (dns.rcode.REFUSED, dns.rcode.SERVFAIL))
+        ):
+            # Lame, REFUSED, SERVFAIL: the next server. Another error rcode (FORMERR, NOTIMP...) for a minimised
+            # name goes back to the walk, which asks the full name instead (RFC 9156 3).
+            self.infra.failed(addr, zone)
+            return None
+        return verdict
+
+
+@dataclass(slots=True)
+class _Step:
+    """A final verdict and the zone whose server gave it."""
+
+    verdict: Verdict
+    zone: dns.name.Name
+
+    @property
+    def rcode(self) -> int:
+        return self.verdict.rcode
+
+    @property
+    def answer(self) -> list[dns.rrset.RRset]:
+        return self.verdict.answer
+
+    @property
+    def authority(self) -> list[dns.rrset.RRset]:
+        return self.verdict.authority
+
+    @property
+    def additional(self) -> list[dns.rrset.RRset]:
+        return self.verdict.additional
+
+    @property
+    def target(self) -> dns.name.Name | None:
+        return self.verdict.target
+
+    @property
+    def kind(self) -> Kind:
+        return self.verdict.kind
+
+
+def _must_chase(step: _Step, target: dns.name.Name, zone: dns.name.Name) -> bool:
+    """A CNAME chain that ends without data is chased when it leaves the zone, or when the server did not say
+    the target is empty or absent (no SOA: e.g. the target is below a cut in the same zone)."""
+    if step.kind is not Kind.ANSWER:
+        return False
+    if not within(target, zone):
+        return True
+    return step.rcode == dns.rcode.NOERROR and not any(r.rdtype == 6 for r in step.authority)
+
+
+def _next_name(name: dns.name.Name, have: int, count: int) -> dns.name.Name:
+    """The next minimised name: one label more for the first MINIMISE_ONE_LAB queries, then enough labels at a
+    time to reach the full name within MAX_MINIMISE_COUNT queries (RFC 9156 2.3)."""
+    step = 1
+    if count >= MINIMISE_ONE_LAB:
+        left = MAX_MINIMISE_COUNT - count
+        step = max(1, (len(name) - have) // max(left, 1))
+    keep = min(len(name), have + step)
+    return dns.name.Name(name.labels[len(name) - keep :])
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _describe(v: Verdict) -> str:
+    if v.kind is Kind.REFERRAL and v.referral is not None:
+        return f"referral to {v.referral.zone} ({len(v.referral.ns)} NS, {len(v.referral.glue)} glue)"
+    if v.kind is Kind.ANSWER:
+        chase = f", CNAME to {v.target}" if v.target is not None else ""
+        return f"answer ({sum(len(r) for r in v.answer)} RRs{chase})"
+    if v.kind is Kind.ERROR:
+        return rcode_text(v.rcode)
+    return v.kind.value.upper() if v.kind is not Kind.LAME else "lame (not authoritative)"

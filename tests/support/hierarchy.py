@@ -1,0 +1,488 @@
+"""A real DNS hierarchy on loopback for iterative resolution: root, TLDs and leaf zones served by NSD, each server on
+its own 127.53.x.y address, port 53 (needs root: the suite runs in `unshare --net` as root). A query-logging proxy
+sits on port 53 in front of each NSD (NSD itself listens on BACKEND_PORT of the same address), so tests can see
+what every server was asked. Also Unbound, the reference resolver, started on the same root hints.
+
+    with Hierarchy(tmp_path) as h:          # h.root_hints: the hints file; h.queries("127.53.0.1"): what root saw
+        ...
+
+The bench reuses it: `Hierarchy(work, leaves={"bench.test": leaf_zone("bench.test", 1000)}, log_queries=False)`
+puts NSD straight on port 53 and delegates bench.test from test. to a server of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import socket
+import struct
+import subprocess
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rdatatype
+
+from support import query, wait_until
+from support.nsd import Nsd, free_port, nsd_binary
+
+BACKEND_PORT = 5300  # where NSD listens, on its own address, when the logging proxy holds port 53
+
+ROOT_IP = "127.53.0.1"
+TEST_IP, EXAMPLE_IP, NET_IP = "127.53.1.1", "127.53.1.2", "127.53.1.3"
+LEAF_IP = "127.53.2.1"  # example.test.
+SITE_IP = "127.53.2.2"  # site.example.; it REFUSES lame.test. (it does not serve it)
+HOSTING_IP = "127.53.2.3"  # glueless.test., lame.test., silent.test.
+HOSTING_NS_IP = "127.53.2.4"  # hosting.net.
+DEAD_IP = "127.53.9.1"  # nothing listens: ICMP port unreachable
+SILENT_IP = "127.53.9.2"  # a socket that reads and never answers
+EXTRA_BASE = "127.53.3."  # the extra leaves (Hierarchy(leaves=...)): .1, .2, ...
+
+SOA = "{origin}. 3600 IN SOA ns1.{origin}. hostmaster.{origin}. 1 3600 900 604800 300"
+
+ROOT_ZONE = f"""\
+. 86400 IN SOA a.root-servers.net. nstld.root-servers.net. 1 1800 900 604800 86400
+. 518400 IN NS a.root-servers.net.
+a.root-servers.net. 518400 IN A {ROOT_IP}
+test. 172800 IN NS ns1.nic.test.
+ns1.nic.test. 172800 IN A {TEST_IP}
+example. 172800 IN NS ns1.nic.example.
+ns1.nic.example. 172800 IN A {EXAMPLE_IP}
+net. 172800 IN NS a.nic.net.
+a.nic.net. 172800 IN A {NET_IP}
+"""
+
+TEST_ZONE = f"""\
+test. 3600 IN SOA ns1.nic.test. hostmaster.nic.test. 1 3600 900 604800 300
+test. 3600 IN NS ns1.nic.test.
+ns1.nic.test. 3600 IN A {TEST_IP}
+example.test. 3600 IN NS ns1.example.test.
+ns1.example.test. 3600 IN A {LEAF_IP}
+glueless.test. 3600 IN NS ns.hosting.net.
+lame.test. 3600 IN NS ns-dead.lame.test.
+lame.test. 3600 IN NS ns-refuses.lame.test.
+lame.test. 3600 IN NS ns-good.lame.test.
+ns-dead.lame.test. 3600 IN A {DEAD_IP}
+ns-refuses.lame.test. 3600 IN A {SITE_IP}
+ns-good.lame.test. 3600 IN A {HOSTING_IP}
+silent.test. 3600 IN NS ns-silent.silent.test.
+silent.test. 3600 IN NS ns-good.silent.test.
+ns-silent.silent.test. 3600 IN A {SILENT_IP}
+ns-good.silent.test. 3600 IN A {HOSTING_IP}
+loop.test. 3600 IN NS ns.loop.example.
+"""
+
+EXAMPLE_ZONE = f"""\
+example. 3600 IN SOA ns1.nic.example. hostmaster.nic.example. 1 3600 900 604800 300
+example. 3600 IN NS ns1.nic.example.
+ns1.nic.example. 3600 IN A {EXAMPLE_IP}
+site.example. 3600 IN NS ns1.site.example.
+ns1.site.example. 3600 IN A {SITE_IP}
+loop.example. 3600 IN NS ns.loop.test.
+"""
+
+NET_ZONE = f"""\
+net. 3600 IN SOA a.nic.net. hostmaster.nic.net. 1 3600 900 604800 300
+net. 3600 IN NS a.nic.net.
+a.nic.net. 3600 IN A {NET_IP}
+a.root-servers.net. 3600 IN A {ROOT_IP}
+hosting.net. 3600 IN NS ns1.hosting.net.
+ns1.hosting.net. 3600 IN A {HOSTING_NS_IP}
+"""
+
+CHAIN = 12  # c1.example.test -> c2.site.example -> c3.example.test ... -> c13: 12 CNAMEs, each to the other zone
+
+
+def _chain(origin: str) -> str:
+    """The long cross-zone CNAME chain: odd links live in example.test, even ones in site.example."""
+    lines = []
+    for i in range(1, CHAIN + 2):
+        here = "example.test" if i % 2 else "site.example"
+        there = "site.example" if i % 2 else "example.test"
+        if here != origin:
+            continue
+        if i <= CHAIN:
+            lines.append(f"c{i}.{here}. 3600 IN CNAME c{i + 1}.{there}.")
+        else:
+            lines.append(f"c{i}.{here}. 3600 IN A 192.0.2.99")
+    return "\n".join(lines) + "\n"
+
+
+BIG_STRINGS = 12  # TXT strings of 200 octets: about 2.4 KB, more than the 1232 octets of EDNS over UDP
+
+LEAF_ZONE = f"""\
+{SOA.format(origin="example.test")}
+example.test. 3600 IN NS ns1.example.test.
+ns1.example.test. 3600 IN A {LEAF_IP}
+www.example.test. 3600 IN A 192.0.2.1
+a.b.example.test. 3600 IN A 192.0.2.2
+alias.example.test. 3600 IN CNAME www.site.example.
+inzone.example.test. 3600 IN CNAME www.example.test.
+big.example.test. 3600 IN TXT {" ".join(f'"{chr(97 + i) * 200}"' for i in range(BIG_STRINGS))}
+""" + _chain("example.test")
+
+SITE_ZONE = f"""\
+{SOA.format(origin="site.example")}
+site.example. 3600 IN NS ns1.site.example.
+ns1.site.example. 3600 IN A {SITE_IP}
+www.site.example. 3600 IN A 192.0.2.10
+""" + _chain("site.example")
+
+GLUELESS_ZONE = f"""\
+{SOA.format(origin="glueless.test")}
+glueless.test. 3600 IN NS ns.hosting.net.
+www.glueless.test. 3600 IN A 192.0.2.20
+"""
+
+LAME_ZONE = f"""\
+{SOA.format(origin="lame.test")}
+lame.test. 3600 IN NS ns-dead.lame.test.
+lame.test. 3600 IN NS ns-refuses.lame.test.
+lame.test. 3600 IN NS ns-good.lame.test.
+ns-dead.lame.test. 3600 IN A {DEAD_IP}
+ns-refuses.lame.test. 3600 IN A {SITE_IP}
+ns-good.lame.test. 3600 IN A {HOSTING_IP}
+www.lame.test. 3600 IN A 192.0.2.30
+"""
+
+SILENT_ZONE = f"""\
+{SOA.format(origin="silent.test")}
+silent.test. 3600 IN NS ns-silent.silent.test.
+silent.test. 3600 IN NS ns-good.silent.test.
+ns-silent.silent.test. 3600 IN A {SILENT_IP}
+ns-good.silent.test. 3600 IN A {HOSTING_IP}
+www.silent.test. 3600 IN A 192.0.2.40
+"""
+
+HOSTING_NET_ZONE = f"""\
+{SOA.format(origin="hosting.net")}
+hosting.net. 3600 IN NS ns1.hosting.net.
+ns1.hosting.net. 3600 IN A {HOSTING_NS_IP}
+ns.hosting.net. 3600 IN A {HOSTING_IP}
+"""
+
+# server address -> {zone origin ("." for the root): zone text}
+SERVERS: dict[str, dict[str, str]] = {
+    ROOT_IP: {".": ROOT_ZONE},
+    TEST_IP: {"test": TEST_ZONE},
+    EXAMPLE_IP: {"example": EXAMPLE_ZONE},
+    NET_IP: {"net": NET_ZONE},
+    LEAF_IP: {"example.test": LEAF_ZONE},
+    SITE_IP: {"site.example": SITE_ZONE},
+    HOSTING_IP: {"glueless.test": GLUELESS_ZONE, "lame.test": LAME_ZONE, "silent.test": SILENT_ZONE},
+    HOSTING_NS_IP: {"hosting.net": HOSTING_NET_ZONE},
+}
+
+
+def root_hints_text() -> str:
+    """A named.root for the hierarchy: one root server, a.root-servers.net at ROOT_IP."""
+    return f".  3600000  NS  a.root-servers.net.\na.root-servers.net.  3600000  A  {ROOT_IP}\n"
+
+
+def leaf_zone(origin: str, n: int, *, ip: str = "192.0.2.1") -> str:
+    """A leaf zone with n names h0.origin ... h{n-1}.origin, each with one A record (for the cold-cache bench).
+    Its NS is ns1.origin; Hierarchy(leaves=...) fills in the address."""
+    lines = [SOA.format(origin=origin), f"{origin}. 3600 IN NS ns1.{origin}."]
+    lines += [f"h{i}.{origin}. 3600 IN A {ip}" for i in range(n)]
+    return "\n".join(lines) + "\n"
+
+
+NSD_CONF = """\
+server:
+  ip-address: {ip}@{port}
+  port: {port}
+  do-ip6: no
+  username: ""
+  chroot: ""
+  zonesdir: "{work}"
+  pidfile: "{work}/nsd.pid"
+  database: ""
+  zonelistfile: "{work}/zone.list"
+  xfrdfile: "{work}/xfrd.state"
+  xfrdir: "{work}"
+  logfile: "{work}/nsd.log"
+  server-count: 1
+  verbosity: 1
+  hide-version: yes
+  minimal-responses: yes
+  refuse-any: no
+  rrl-ratelimit: 0
+  rrl-whitelist-ratelimit: 0
+remote-control:
+  control-enable: no
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Logged:
+    """One query a server of the hierarchy received."""
+
+    server: str
+    qname: str  # lower case, absolute
+    qtype: str
+    transport: str  # "udp" or "tcp"
+
+
+class QueryProxy:
+    """Port 53 of one address: logs each query, then relays it to NSD on BACKEND_PORT (or drops it: silent)."""
+
+    def __init__(self, ip: str, log: list[Logged], lock: threading.Lock, *, silent: bool = False) -> None:
+        self.ip = ip
+        self.log = log
+        self.lock = lock
+        self.silent = silent
+        self.backend = (ip, BACKEND_PORT)
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind((ip, 53))
+        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.tcp.bind((ip, 53))
+        self.tcp.listen(64)
+        self.stop_event = threading.Event()
+        self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix=f"proxy {ip}")
+        self.thread = threading.Thread(target=self._serve, name=f"proxy {ip}", daemon=True)
+        self.thread.start()
+
+    def _record(self, data: bytes, transport: str) -> None:
+        try:
+            q = dns.message.from_wire(data, question_only=True).question[0]
+            entry = Logged(self.ip, q.name.to_text().lower(), dns.rdatatype.to_text(q.rdtype), transport)
+        except (dns.exception.DNSException, IndexError):
+            entry = Logged(self.ip, "?", "?", transport)
+        with self.lock:
+            self.log.append(entry)
+
+    def _serve(self) -> None:
+        while not self.stop_event.is_set():
+            ready, _, _ = select.select([self.udp, self.tcp], [], [], 0.1)
+            for sock in ready:
+                if sock is self.udp:
+                    data, addr = self.udp.recvfrom(65535)
+                    self._record(data, "udp")
+                    if not self.silent:
+                        self.pool.submit(self._relay_udp, data, addr)
+                else:
+                    conn, _ = self.tcp.accept()
+                    self.pool.submit(self._relay_tcp, conn)
+
+    def _relay_udp(self, data: bytes, addr: tuple[str, int]) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(2)
+            s.sendto(data, self.backend)
+            with contextlib.suppress(OSError):
+                self.udp.sendto(s.recv(65535), addr)
+
+    def _relay_tcp(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            conn.settimeout(3)
+            backend: socket.socket | None = None
+            try:
+                for _ in range(100):  # bounded: messages on one connection
+                    data = _read_frame(conn)
+                    if data is None:
+                        return
+                    self._record(data, "tcp")
+                    if self.silent:
+                        continue
+                    if backend is None:
+                        backend = socket.create_connection(self.backend, timeout=3)
+                    backend.sendall(struct.pack("!H", len(data)) + data)
+                    reply = _read_frame(backend)
+                    if reply is None:
+                        return
+                    conn.sendall(struct.pack("!H", len(reply)) + reply)
+            finally:
+                if backend is not None:
+                    backend.close()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(5)
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.udp.close()
+        self.tcp.close()
+
+
+def _read_frame(sock: socket.socket) -> bytes | None:
+    head = _recv(sock, 2)
+    if head is None:
+        return None
+    return _recv(sock, struct.unpack("!H", head)[0])
+
+
+def _recv(sock: socket.socket, n: int) -> bytes | None:
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return buf
+
+
+def can_bind_53() -> str | None:
+    """Why the hierarchy cannot run here (None when it can): it binds port 53 on 127.53.x.y, which needs root."""
+    if os.geteuid() != 0:
+        return "the DNS hierarchy binds port 53 on 127.53.x.y addresses: run as root (CI runs the suite as root)"
+    return None
+
+
+class Hierarchy:
+    """The root, TLD and leaf servers, started on enter and stopped (by PID) on exit."""
+
+    def __init__(self, work: Path, *, leaves: dict[str, str] | None = None, log_queries: bool = True) -> None:
+        self.work = work
+        self.log_queries = log_queries
+        self.servers: dict[str, dict[str, str]] = {ip: dict(zones) for ip, zones in SERVERS.items()}
+        self.servers[TEST_IP] = dict(self.servers[TEST_IP])
+        test_zone = TEST_ZONE
+        for i, (origin, text) in enumerate((leaves or {}).items(), start=1):
+            ip = f"{EXTRA_BASE}{i}"
+            if not origin.endswith(".test"):
+                raise ValueError(f"extra leaves are delegated from test.: {origin!r}")
+            test_zone += f"{origin}. 3600 IN NS ns1.{origin}.\nns1.{origin}. 3600 IN A {ip}\n"
+            self.servers[ip] = {origin: text + f"ns1.{origin}. 3600 IN A {ip}\n"}
+        self.servers[TEST_IP]["test"] = test_zone
+        self.root_hints = work / "root.hints"
+        self.log: list[Logged] = []
+        self._lock = threading.Lock()
+        self._nsds: list[Nsd] = []
+        self._proxies: list[QueryProxy] = []
+
+    def __enter__(self) -> Hierarchy:
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _start(self) -> None:
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.root_hints.write_text(root_hints_text())
+        port = BACKEND_PORT if self.log_queries else 53
+        for ip, zones in self.servers.items():
+            self._nsds.append(self._launch(ip, port, zones))
+        if self.log_queries:
+            for ip in self.servers:
+                self._proxies.append(QueryProxy(ip, self.log, self._lock))
+        self._proxies.append(QueryProxy(SILENT_IP, self.log, self._lock, silent=True))
+        for nsd, zones in zip(self._nsds, self.servers.values(), strict=True):
+            self._wait(nsd, zones)
+
+    def _launch(self, ip: str, port: int, zones: dict[str, str]) -> Nsd:
+        work = self.work / ip
+        work.mkdir(parents=True, exist_ok=True)
+        conf = NSD_CONF.format(ip=ip, port=port, work=work)
+        for origin, text in zones.items():
+            path = work / ("root.zone" if origin == "." else f"{origin}.zone")
+            path.write_text(text)
+            conf += f'zone:\n  name: "{origin}"\n  zonefile: "{path}"\n'
+        (work / "nsd.conf").write_text(conf)
+        proc = subprocess.Popen(
+            [nsd_binary(), "-d", "-c", str(work / "nsd.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        return Nsd(proc, (ip, port), work / "nsd.log")
+
+    def _wait(self, nsd: Nsd, zones: dict[str, str]) -> None:
+        def serving() -> bool:
+            assert nsd.proc.poll() is None, f"nsd exited: {nsd.log.read_text() if nsd.log.exists() else ''}"
+            try:
+                return all(query(nsd.addr, "." if o == "." else f"{o}.", "SOA", timeout=0.2).answer for o in zones)
+            except (dns.exception.Timeout, OSError):
+                return False
+
+        wait_until(serving, timeout=20)
+
+    def close(self) -> None:
+        for proxy in self._proxies:
+            proxy.stop()
+        for nsd in self._nsds:
+            nsd.stop()
+        self._proxies.clear()
+        self._nsds.clear()
+
+    # ------------------------------------------------------------ what the servers saw
+
+    def queries(self, server: str | None = None) -> list[Logged]:
+        with self._lock:
+            return [q for q in self.log if server is None or q.server == server]
+
+    def clear(self) -> None:
+        with self._lock:
+            self.log.clear()
+
+
+# ---------------------------------------------------------------- Unbound, the reference resolver
+
+UNBOUND_CONF = """\
+server:
+  interface: 127.0.0.1
+  port: {port}
+  do-ip6: no
+  do-not-query-localhost: no
+  chroot: ""
+  username: ""
+  directory: "{work}"
+  pidfile: "{work}/unbound.pid"
+  use-syslog: no
+  logfile: ""
+  verbosity: 1
+  root-hints: "{hints}"
+  module-config: "iterator"
+  qname-minimisation: yes
+  access-control: 127.0.0.0/8 allow
+  local-zone: "test." nodefault
+  local-zone: "example." nodefault
+remote-control:
+  control-enable: no
+"""
+
+
+@contextlib.contextmanager
+def unbound(work: Path, hints: Path) -> Iterator[tuple[str, int]]:
+    """Debian's Unbound in the foreground on 127.0.0.1 (a free port), resolving from the given root hints; yields
+    its address; stopped by PID."""
+    exe = "/usr/sbin/unbound"
+    if not Path(exe).exists():
+        raise AssertionError("Unbound is not installed: `make system-test-deps` installs the Debian package unbound")
+    work.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    (work / "unbound.conf").write_text(UNBOUND_CONF.format(port=port, work=work, hints=hints))
+    out = open(work / "unbound.out", "wb")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen([exe, "-d", "-c", str(work / "unbound.conf")], stdout=out, stderr=subprocess.STDOUT)
+    addr = ("127.0.0.1", port)
+
+    def up() -> bool:
+        assert proc.poll() is None, f"unbound exited: {(work / 'unbound.out').read_text()}"
+        try:
+            dns.query.udp(dns.message.make_query("id.server.", "TXT", "CH"), addr[0], port=addr[1], timeout=0.2)
+        except (dns.exception.Timeout, OSError):
+            return False
+        return True
+
+    try:
+        wait_until(up, timeout=20)
+        yield addr
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        out.close()
