@@ -192,6 +192,8 @@ class ClusterRecords:
         if qtype == SOA:
             return Answer(NOERROR, [self.soa(zone)])
         if qtype == NS:
+            # CoreDNS plugin.NS: one NS record per name of nsAddrs, every address of it as glue in the
+            # additional section (RFC 1034 4.3.2: the addresses a resolver needs to reach the named servers).
             tags.add(APEX)
             ns_names = self._ns_names(zone)
             ans = Answer(NOERROR, [RR(zone, NS, self.ttl, (target,)) for target in ns_names])
@@ -202,31 +204,60 @@ class ClusterRecords:
         # TXT here (its TXT lookup knows only dns-version.<zone>); dnsd does not copy that (README deviations).
         return self._nodata()
 
-    def _ns_names(self, zone: Labels) -> dict[Labels, list[str]]:
-        """CoreDNS nsAddrs: the services whose endpoints hold one of our own IPs, else ns.dns.<zone>."""
-        out: dict[Labels, list[str]] = {}
+    def _ns_addrs(self, zone: Labels) -> list[tuple[Labels, str]]:
+        """CoreDNS nsAddrs: (name, address) for the addresses dnsd is reached at, each address once.
+
+        For each of our own IPs (server_ips), every service whose ready endpoints hold it: a ClusterIP service
+        gives `<svc>.<ns>.svc.<zone>` with each of its ClusterIPs (dual-stack: both families; CoreDNS takes the
+        first ClusterIP only), a headless one `<endpoint>.<svc>.<ns>.svc.<zone>` for each of its ready addresses
+        (every replica, as CoreDNS lists the endpoint object holding our IP). When no service holds one of our
+        IPs: `ns.dns.<zone>` with the IPs themselves. Services in namespaces that are not exposed are skipped:
+        their names would not resolve (CoreDNS does not check)."""
+        out: list[tuple[Labels, str]] = []
+        seen_addr: set[str] = set()
+        seen_svc: set[tuple[str, str]] = set()
+
+        def add(name: Labels, address: str) -> None:
+            if address not in seen_addr:  # CoreDNS: the first name of an address wins
+                seen_addr.add(address)
+                out.append((name, address))
+
         for ip in self.server_ips:
-            for svc, item in self.store.endpoints_with_ip(ip):
-                if not self.exposed(svc.namespace):
+            for svc, _ in self.store.endpoints_with_ip(ip):
+                key = (svc.namespace, svc.name)
+                if key in seen_svc or not self.exposed(svc.namespace):
                     continue
+                seen_svc.add(key)
                 base = (svc.name, svc.namespace, "svc", *zone)
                 if svc.headless:
-                    out.setdefault((self.endpoint_name(item), *base), []).append(item.address)
+                    for item in self.store.ready_addresses(svc.namespace, svc.name):
+                        add((self.endpoint_name(item), *base), item.address)
                 else:
-                    out.setdefault(base, [])
-                    for cip in svc.cluster_ips:
-                        if cip not in out[base]:
-                            out[base].append(cip)
+                    for cip in svc.cluster_ips:  # none for an ExternalName service: it names no server
+                        add(base, cip)
         if not out:
-            out[("ns", "dns", *zone)] = list(self.server_ips)
+            for ip in self.server_ips:
+                add(("ns", "dns", *zone), ip)
         return out
 
+    def _ns_names(self, zone: Labels) -> dict[Labels, list[str]]:
+        """The apex NS targets with their glue, in the order nsAddrs found them. With no address at all (dnsd
+        listening on loopback only) the apex still has its NS record, ns.dns.<zone> without glue, as the SOA's
+        MNAME names it (RFC 1034 4.2.1: a zone has NS records at its apex); CoreDNS answers no NS then."""
+        out: dict[Labels, list[str]] = {}
+        for name, address in self._ns_addrs(zone):
+            out.setdefault(name, []).append(address)
+        return out or {("ns", "dns", *zone): []}
+
     def _ns_dns(self, name: Labels, qtype: int, tags: set[Tag]) -> Answer:
+        """`ns.dns.<zone>` A/AAAA: the nsAddrs addresses of the family asked, owned by the name asked (CoreDNS
+        isDefaultNS). Any other type is NODATA: the name exists (CoreDNS answers NXDOMAIN)."""
         tags.add(APEX)
-        addrs = [a for a in self.server_ips if (":" in a) == (qtype == AAAA)]
-        if qtype in (A, AAAA, ANY):
-            return Answer(NOERROR, [self._addr_rr(name, a) for a in addrs])
-        return self._nodata()
+        if qtype not in (A, AAAA, ANY):
+            return self._nodata()
+        zone = name[2:]
+        addrs = [a for _, a in self._ns_addrs(zone) if qtype == ANY or (":" in a) == (qtype == AAAA)]
+        return Answer(NOERROR, [self._addr_rr(name, a) for a in addrs])
 
     # ------------------------------------------------------------ services
 
