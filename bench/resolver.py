@@ -57,9 +57,12 @@ from bench import (  # noqa: E402  (bench/bench.py: the cluster scenario's helpe
     pin,
     run_dnsperf,
     stop,
+    tree_cpu_seconds,
 )
 
 CACHE_ZONE = "bench.example"  # not one of Unbound's built-in local zones (test., invalid., onion. ... are)
+ITERATIVE_ZONE = "bench.test"  # tests/support/hierarchy.py delegates extra leaves from test.
+IN_NETNS = "DNSD_BENCH_IN_NETNS"  # set in the re-run inside a network namespace of its own
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 STATS_TIMEOUT = 10.0
@@ -200,6 +203,20 @@ def descendants(root: int) -> list[int]:
     return found
 
 
+def cpu_seconds(root: int) -> float:
+    """CPU time of root and its live descendants, every thread, in nanoseconds from /proc/PID/task/TID/schedstat
+    (the first field: time on a CPU). /proc/PID/stat counts clock ticks (10 ms): too coarse for a pass that
+    costs Unbound a few tens of milliseconds. Falls back to the ticks when schedstat is missing."""
+    total = 0
+    for pid in [root, *descendants(root)]:
+        for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            try:
+                total += int(task.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+    return total / 1e9 if total else tree_cpu_seconds(root)
+
+
 def wait_for(pred: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -221,6 +238,14 @@ def replies(addr: tuple[str, int]) -> bool:
     except (dns.exception.DNSException, OSError):
         return False
     return True
+
+
+def start_failed(exc: RuntimeError, logfile: Path) -> RuntimeError:
+    """A one-line reason (the log's last line: dnsd's error, e.g. a mode "not built yet"); the tail is printed."""
+    tail = log_tail(logfile)
+    print(f"--- last lines of {logfile}:\n{tail}---", flush=True)
+    last = next((ln.strip() for ln in reversed(tail.splitlines()) if ln.strip()), "")
+    return RuntimeError(f"{exc}: {last}" if last else str(exc))
 
 
 def log_tail(path: Path, lines: int = 15) -> str:
@@ -324,7 +349,7 @@ def start_dnsd(
         wait_for(lambda: replies(("127.0.0.1", port)), START_TIMEOUT, "dnsd answering", proc)
     except RuntimeError as exc:
         started.stop(proc)
-        raise RuntimeError(f"{exc}; {logfile}:\n{log_tail(logfile)}".rstrip()) from None
+        raise start_failed(exc, logfile) from None
     return proc, port
 
 
@@ -343,7 +368,7 @@ def start_unbound(d: Path, extra: str, started: Started, can_pin: bool) -> tuple
         wait_for(lambda: replies(("127.0.0.1", port)), START_TIMEOUT, "unbound answering", proc)
     except RuntimeError as exc:
         started.stop(proc)
-        raise RuntimeError(f"{exc}; {logfile}:\n{log_tail(logfile)}".rstrip()) from None
+        raise start_failed(exc, d / "unbound.out" if not logfile.exists() else logfile) from None
     return proc, port
 
 
@@ -594,14 +619,26 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=int(os.environ.get("BENCH_THREADS", "4")))
     ap.add_argument("--outstanding", type=int, default=int(os.environ.get("BENCH_OUTSTANDING", "500")))
     ap.add_argument("--concurrency", type=int, default=int(os.environ.get("BENCH_CONCURRENCY", "50")))
+    ap.add_argument("--deadline", type=float, default=float(os.environ.get("BENCH_DEADLINE", "120")),
+                    help="iterative: the most one server's pass over the names may take (s)")  # fmt: skip
     ap.add_argument("--servers", default=os.environ.get("BENCH_RESOLVERS", "dnsd,unbound"), help="dnsd,unbound")
     ap.add_argument("--python", default=os.environ.get("PYTHON", sys.executable), help="interpreter that runs dnsd")
+    ap.add_argument("--netns", choices=("auto", "no"), default=os.environ.get("BENCH_NETNS", "auto"),
+                    help="auto: as root, run in a new network namespace (only its loopback exists)")  # fmt: skip
     ap.add_argument("--cluster-results", type=Path, help="bench/bench.py's results.json: its rows join the table")
     args = ap.parse_args()
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     scenarios = ["cache", "iterative"] if args.scenario == "all" else [args.scenario]
     if any(s not in ("cache", "iterative") for s in scenarios):
         ap.error(f"--scenario: cache, iterative or all, not {args.scenario!r}")
+
+    if args.netns == "auto" and os.geteuid() == 0 and not os.environ.get(IN_NETNS) and shutil.which("unshare"):
+        # NETWORK RULE: loopback only. In a namespace of its own the whole run, resolvers included, can reach
+        # nothing else, whatever a resolver does with its hints
+        log("running in a new network namespace (unshare --net): only its loopback exists")
+        argv = ["unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
+        argv += [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]]
+        return subprocess.run(argv, check=False, env=dict(os.environ, **{IN_NETNS: "1"}), timeout=3600).returncode
 
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -616,6 +653,7 @@ def main() -> int:
     ).stdout.strip()
     can_pin = bool(shutil.which("taskset")) and (os.cpu_count() or 1) >= 2
     meta["pinned"] = can_pin
+    meta["netns"] = bool(os.environ.get(IN_NETNS))
     started = Started()
     rows: list[Row] = []
     try:
@@ -638,11 +676,94 @@ def main() -> int:
     return 1 if not rows or any(r.error for r in rows) else 0
 
 
+# ---------------------------------------------------------------- scenario 2: cold iterative resolution
+
+
 def scenario_iterative(
     args: argparse.Namespace, out: Path, started: Started, can_pin: bool, meta: dict[str, Any]
 ) -> list[Row]:
-    meta["notes"].append("iterative: not built yet in this harness")
-    return []
+    from support.hierarchy import Hierarchy, leaf_zone
+
+    d = out / "iterative"
+    d.mkdir(parents=True, exist_ok=True)
+    zone = ITERATIVE_ZONE
+    names = [f"h{i}.{zone}." for i in range(args.names)]
+    rows: list[Row] = []
+    log(f"iterative: starting the loopback hierarchy (root, TLDs, {zone} with {args.names} names) on port 53")
+    # NSD inherits this thread's CPU affinity: the hierarchy runs on the client core, the resolver alone on core 0
+    with client_core(can_pin):
+        h = Hierarchy(d / "hierarchy", leaves={zone: leaf_zone(zone, args.names)}, log_queries=False)
+        h.__enter__()
+    try:
+        # each NSD of the hierarchy, labelled "IP (zones)"; Hierarchy keeps them in _nsds (Nsd: proc, addr, log)
+        nsds = {f"{n.addr[0]} ({' '.join(h.servers[n.addr[0]])})": n for n in h._nsds}
+        hints = h.root_hints
+        servers: list[tuple[str, Callable[[], tuple[subprocess.Popen[bytes], int]]]] = [
+            (
+                "dnsd",
+                lambda: start_dnsd(
+                    d / "dnsd",
+                    args.python,
+                    started,
+                    can_pin,
+                    recursion="iterative",
+                    root_hints=str(hints),
+                    forward=None,
+                ),
+            ),
+            (
+                "unbound",
+                lambda: start_unbound(
+                    d / "unbound",
+                    f'  root-hints: "{hints}"\n'
+                    # test. is one of Unbound's built-in local zones (RFC 6761): resolve it like any other zone
+                    '  local-zone: "test." nodefault\n'
+                    "  qname-minimisation: yes\n",
+                    started,
+                    can_pin,
+                ),
+            ),
+        ]
+        for server, start in servers:
+            if server not in args.servers:
+                continue
+            row = Row("iterative", server, names=args.names)
+            rows.append(row)
+            try:
+                proc, port = start()
+            except (RuntimeError, subprocess.SubprocessError) as exc:
+                row.error = f"did not start: {exc}"
+                log(f"{server}: {row.error}")
+                continue
+            try:
+                rq0 = {k: nsd_received(n.proc.pid, n.log) for k, n in nsds.items()}
+                cpu0 = cpu_seconds(proc.pid)
+                with client_core(can_pin):
+                    p = resolve_all(("127.0.0.1", port), names, args.concurrency, deadline=args.deadline)
+                cpu1 = cpu_seconds(proc.pid)
+                rq1 = {k: nsd_received(n.proc.pid, n.log) for k, n in nsds.items()}
+                row.seconds, row.answered, row.rcodes = p.seconds, p.answered, p.rcodes
+                row.server_cpu_s = cpu1 - cpu0
+                row.cpu_us_per_query = row.server_cpu_s / len(names) * 1e6
+                row.upstream_detail = {k: rq1[k] - rq0[k] for k in nsds}
+                row.upstream_queries = sum(row.upstream_detail.values())
+                row.warm = {"retries": p.retries}
+                if p.answered < len(names):
+                    row.error = f"{len(names) - p.answered} of {len(names)} names not answered: {p.rcodes}"
+                if proc.poll() is not None:
+                    row.error = row.error or f"{server} exited with code {proc.returncode} during the run"
+            except RuntimeError as exc:
+                row.error = str(exc)
+            finally:
+                code = started.stop(proc)
+                if code != 0 and not row.error:
+                    row.error = f"{server} exited with code {code} on SIGTERM (expected 0)"
+            log(f"{server}: {summary_cells(row)}; queries per server: {row.upstream_detail}")
+    finally:
+        for nsd in h._nsds:  # stopped by the hierarchy; listed so that a caller can check they are gone
+            started.pids.extend([nsd.proc.pid, *descendants(nsd.proc.pid)])
+        h.__exit__(None, None, None)
+    return rows
 
 
 if __name__ == "__main__":

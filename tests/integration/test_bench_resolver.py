@@ -18,6 +18,7 @@ NAMES = 40
 # scenario, extra arguments, the rows each server must report: (server, the field that must be positive)
 CASES = [
     pytest.param("cache", ["--seconds", "1"], [("dnsd", "completed"), ("unbound", "completed")], id="cache"),
+    pytest.param("iterative", ["--deadline", "30"], [("dnsd", "answered"), ("unbound", "answered")], id="iterative"),
 ]
 
 NOT_BUILT = "not built yet"
