@@ -69,10 +69,9 @@ def parse_hints(text: str, where: str = "<built-in>") -> Hints:
     """Root hints from named.root text: the root NS set and the A/AAAA records of its names. A bad file is a
     DnsdError naming the file and the line (dnspython's zone-file reader reports the line)."""
     try:
-        rrsets = dns.zonefile.read_rrsets(text, origin=dns.name.root, relativize=False, default_ttl=3600000)
+        rrsets = _read(text)
     except dns.exception.DNSException as exc:
-        detail = str(exc).replace("<input>:", "line ", 1)
-        raise DnsdError(f"root_hints: {where}: {detail}") from exc
+        raise DnsdError(f"root_hints: {where}: {_bad_line(text, exc)}") from exc
     ns: list[dns.name.Name] = []
     addrs: dict[dns.name.Name, list[str]] = {}
     for rrset in rrsets:
@@ -84,6 +83,22 @@ def parse_hints(text: str, where: str = "<built-in>") -> Hints:
     if not usable:
         raise DnsdError(f"root_hints: {where}: no root NS record with an address (A or AAAA) was found")
     return Hints(tuple(ns), tuple((n, tuple(addrs[n])) for n in usable))
+
+
+def _read(text: str) -> list[dns.rrset.RRset]:
+    return dns.zonefile.read_rrsets(text, origin=dns.name.root, relativize=False, default_ttl=3600000)
+
+
+def _bad_line(text: str, exc: dns.exception.DNSException) -> str:
+    """The first line that does not parse on its own (named.root has one record a line; dnspython's own line
+    number is one past a bad last field), else dnspython's message."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.split(";", 1)[0].strip() and "(" not in line:
+            try:
+                _read(line + "\n")
+            except dns.exception.DNSException as one:
+                return f"line {number}: {str(one).split(': ', 1)[-1]}"
+    return str(exc).replace("<input>:", "line ", 1)
 
 
 def load_hints(path: Path | None) -> Hints:
