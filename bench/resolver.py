@@ -600,6 +600,10 @@ def report(rows: list[Row], meta: dict[str, Any], cluster: Path | None, out: Pat
 # ---------------------------------------------------------------- main
 
 
+def interrupted(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def tool_version(cmd: list[str]) -> str:
     try:
         p = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=10)
@@ -627,18 +631,25 @@ def main() -> int:
                     help="auto: as root, run in a new network namespace (only its loopback exists)")  # fmt: skip
     ap.add_argument("--cluster-results", type=Path, help="bench/bench.py's results.json: its rows join the table")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, interrupted)  # SIGTERM unwinds like Ctrl-C: the finally blocks stop every process
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     scenarios = ["cache", "iterative"] if args.scenario == "all" else [args.scenario]
     if any(s not in ("cache", "iterative") for s in scenarios):
         ap.error(f"--scenario: cache, iterative or all, not {args.scenario!r}")
 
-    if args.netns == "auto" and os.geteuid() == 0 and not os.environ.get(IN_NETNS) and shutil.which("unshare"):
+    netns_tools = shutil.which("unshare") and shutil.which("ip")
+    if args.netns == "auto" and os.geteuid() == 0 and not os.environ.get(IN_NETNS) and netns_tools:
         # NETWORK RULE: loopback only. In a namespace of its own the whole run, resolvers included, can reach
         # nothing else, whatever a resolver does with its hints
         log("running in a new network namespace (unshare --net): only its loopback exists")
         argv = ["unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
         argv += [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]]
-        return subprocess.run(argv, check=False, env=dict(os.environ, **{IN_NETNS: "1"}), timeout=3600).returncode
+        child = subprocess.Popen(argv, env=dict(os.environ, **{IN_NETNS: "1"}))
+        try:
+            return child.wait()
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the child stops what it started, within its own bounds
+            stop(child, 60.0)  # SIGTERM, then SIGKILL after 60 s
+            raise
 
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -691,9 +702,14 @@ def scenario_iterative(
     rows: list[Row] = []
     log(f"iterative: starting the loopback hierarchy (root, TLDs, {zone} with {args.names} names) on port 53")
     # NSD inherits this thread's CPU affinity: the hierarchy runs on the client core, the resolver alone on core 0
-    with client_core(can_pin):
-        h = Hierarchy(d / "hierarchy", leaves={zone: leaf_zone(zone, args.names)}, log_queries=False)
-        h.__enter__()
+    h = Hierarchy(d / "hierarchy", leaves={zone: leaf_zone(zone, args.names)}, log_queries=False)
+    try:
+        with client_core(can_pin):
+            h.__enter__()
+    except (AssertionError, OSError, RuntimeError, subprocess.SubprocessError) as exc:  # it stopped what it started
+        why = f"the NSD hierarchy did not start: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        log(f"iterative: {why}")
+        return [Row("iterative", server, names=args.names, error=why) for server in args.servers]
     try:
         # each NSD of the hierarchy, labelled "IP (zones)"; Hierarchy keeps them in _nsds (Nsd: proc, addr, log)
         nsds = {f"{n.addr[0]} ({' '.join(h.servers[n.addr[0]])})": n for n in h._nsds}
@@ -767,4 +783,8 @@ def scenario_iterative(
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt as exc:  # the finally blocks have stopped every process this run started
+        log(f"interrupted ({exc or 'Ctrl-C'}); every process it started is stopped")
+        sys.exit(130)
