@@ -39,7 +39,6 @@ from support import (
     wait_until,
 )
 
-from dnsd.errors import DnsdError
 from dnsd.forward.link import Forwarder
 from dnsd.upstream import client as upstream_client
 
@@ -238,11 +237,15 @@ def forwarding(dnsd_factory: Callable[..., DnsdHandle]) -> Callable[..., DnsdHan
         *,
         allow: list[str] | None = None,
         cluster: dict[str, Any] | None = None,
+        cache: dict[str, Any] | None = None,
         **forward: Any,
     ) -> DnsdHandle:
         cfg = base_config(FIXTURE_CLUSTER, **(cluster or {}))
         cfg["recursion"] = "forward"
         cfg["forward"] = {"upstreams": upstreams, "timeout": TIMEOUT, **forward}
+        # No cache unless a test asks: these tests are about the forwarder, so every query must reach it (the
+        # cache has its own, test_cache.py).
+        cfg["cache"] = cache if cache is not None else {"size": 0}
         cfg["allow_recursion"] = allow if allow is not None else ["127.0.0.1/32"]
         return dnsd_factory(config=cfg)
 
@@ -600,13 +603,6 @@ def test_no_forward_link_when_off(recursion: str, forward: dict[str, Any] | None
         assert rcode_text(query(h, "www.example.org.")) == "REFUSED"
     finally:
         h.stop()
-
-
-def test_iterative_is_refused_at_start() -> None:
-    cfg = base_config(FIXTURE_CLUSTER)
-    cfg["recursion"] = "iterative"
-    with pytest.raises(DnsdError, match="iterative is not built yet"):
-        run_dnsd(cfg)
 
 
 # ---------------------------------------------------------------- RFC 5452: what we send, what we accept

@@ -1,0 +1,239 @@
+"""The recurse link's pure parts: root hints, reply classification (bailiwick scrubbing), QNAME minimisation
+steps and the infrastructure cache."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rrset
+import pytest
+
+from dnsd.errors import DnsdError
+from dnsd.recurse.classify import Kind, classify
+from dnsd.recurse.hints import load_hints, parse_hints
+from dnsd.recurse.infra import DOWN_FOR, Delegation, Infra
+from dnsd.recurse.walk import _next_name
+
+N = dns.name.from_text
+
+
+def test_builtin_hints_are_iana_named_root() -> None:
+    hints = load_hints(None)
+    assert [n.to_text() for n in hints.ns] == [f"{c}.ROOT-SERVERS.NET." for c in "ABCDEFGHIJKLM"]
+    assert dict(hints.addresses)[N("a.root-servers.net.")] == ("198.41.0.4", "2001:503:ba3e::2:30")
+    assert all(len(addrs) == 2 for _, addrs in hints.addresses)
+
+
+def test_hints_file(tmp_path: Path) -> None:
+    path = tmp_path / "root.hints"
+    path.write_text("; comment\n.  3600000 NS ns.root.\nns.root. 3600000 A 127.53.0.1\n")
+    assert load_hints(path).addresses == ((N("ns.root."), ("127.53.0.1",)),)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (". 3600 NS a.root.\na.root. 3600 A 1.2.3.4\nb.root. 3600 A 300.1.1.1\n", "line 3"),
+        (". 3600 NS a.root.\n\na.root. 3600 XYZ 1.2.3.4\n", "line 3"),
+        (". 3600 NS a.root.\n", "no root NS record with an address"),
+    ],
+)
+def test_bad_hints_name_the_line(text: str, message: str) -> None:
+    with pytest.raises(DnsdError, match=f"root_hints: x.hints: {message}"):
+        parse_hints(text, "x.hints")
+
+
+def test_unreadable_hints_file(tmp_path: Path) -> None:
+    with pytest.raises(DnsdError, match="cannot read"):
+        load_hints(tmp_path / "missing")
+
+
+def reply(
+    qname: str,
+    qtype: str = "A",
+    *,
+    rcode: int = 0,
+    aa: bool = False,
+    answer: str = "",
+    authority: str = "",
+    additional: str = "",
+) -> dns.message.Message:
+    msg = dns.message.make_response(dns.message.make_query(qname, qtype))
+    msg.set_rcode(dns.rcode.Rcode.make(rcode))
+    if not aa:
+        msg.flags &= ~dns.flags.AA
+    else:
+        msg.flags |= dns.flags.AA
+    for section, text in ((msg.answer, answer), (msg.authority, authority), (msg.additional, additional)):
+        for line in text.strip().splitlines():
+            name, ttl, cls, typ, rdata = line.split(None, 4)
+            new = dns.rrset.from_text(name, int(ttl), cls, typ, rdata)
+            same = next((r for r in section if r.name == new.name and r.rdtype == new.rdtype), None)
+            if same is None:
+                section.append(new)
+            else:
+                same.union_update(new)
+    return msg
+
+
+@dataclass(frozen=True)
+class C:
+    name: str
+    zone: str
+    msg: dns.message.Message
+    kind: Kind
+    answer: tuple[str, ...] = ()  # owners of the answer RRsets kept
+    target: str | None = None
+    referral: str | None = None
+    glue: tuple[str, ...] = ()  # NS names whose glue was kept
+
+
+CLASSIFY = [
+    C(
+        "referral-with-in-bailiwick-glue",
+        "test.",
+        reply(
+            "www.example.test.",
+            authority="example.test. 3600 IN NS ns1.example.test.\nexample.test. 3600 IN NS ns.other.net.",
+            additional="ns1.example.test. 3600 IN A 127.53.2.1\nns.other.net. 3600 IN A 192.0.2.66",
+        ),
+        Kind.REFERRAL,
+        referral="example.test.",
+        glue=("ns1.example.test.",),  # ns.other.net is outside test.: not believed (RFC 5452 6)
+    ),
+    C(
+        "upward-referral-is-lame",
+        "example.test.",
+        reply("www.example.test.", authority="test. 3600 IN NS ns1.nic.test."),
+        Kind.LAME,
+    ),
+    C(
+        "referral-to-another-branch-is-lame",
+        "test.",
+        reply("www.example.test.", authority="other.test. 3600 IN NS ns1.other.test."),
+        Kind.LAME,
+    ),
+    C(
+        "answer-scrubbed-to-bailiwick",
+        "example.test.",
+        reply(
+            "alias.example.test.",
+            aa=True,
+            answer="alias.example.test. 3600 IN CNAME www.site.example.\nwww.site.example. 3600 IN A 6.6.6.6",
+        ),
+        Kind.ANSWER,
+        answer=("alias.example.test.",),
+        target="www.site.example.",
+    ),
+    C(
+        "in-zone-chain",
+        "example.test.",
+        reply(
+            "inzone.example.test.",
+            aa=True,
+            answer="inzone.example.test. 3600 IN CNAME www.example.test.\nwww.example.test. 3600 IN A 192.0.2.1",
+        ),
+        Kind.ANSWER,
+        answer=("inzone.example.test.", "www.example.test."),
+    ),
+    C(
+        "unrelated-answer-dropped",
+        "example.test.",
+        reply("www.example.test.", aa=True, answer="evil.example.test. 3600 IN A 6.6.6.6"),
+        Kind.NODATA,
+    ),
+    C(
+        "nxdomain",
+        "example.test.",
+        reply(
+            "x.example.test.",
+            rcode=3,
+            aa=True,
+            authority="example.test. 300 IN SOA ns1.example.test. h.example.test. 1 3600 900 604800 300",
+        ),
+        Kind.NXDOMAIN,
+    ),
+    C(
+        "nodata",
+        "example.test.",
+        reply(
+            "www.example.test.",
+            "AAAA",
+            aa=True,
+            authority="example.test. 300 IN SOA ns1.example.test. h.example.test. 1 3600 900 604800 300",
+        ),
+        Kind.NODATA,
+    ),
+    C("empty-not-authoritative-is-lame", "example.test.", reply("www.example.test."), Kind.LAME),
+    C("refused", "example.test.", reply("www.example.test.", rcode=5), Kind.ERROR),
+]
+
+
+@pytest.mark.parametrize("case", CLASSIFY, ids=lambda c: c.name)
+def test_classify(case: C) -> None:
+    q = case.msg.question[0]
+    v = classify(case.msg, N(case.zone), q.name, q.rdtype)
+    assert v.kind is case.kind
+    assert tuple(r.name.to_text() for r in v.answer) == case.answer
+    assert (v.target.to_text() if v.target else None) == case.target
+    assert (v.referral.zone.to_text() if v.referral else None) == case.referral
+    glue = tuple(n.to_text() for n, _ in v.referral.glue) if v.referral else ()
+    assert glue == case.glue
+
+
+@pytest.mark.parametrize(
+    ("name", "have", "count", "want"),
+    [
+        ("www.example.test.", 1, 0, "test."),
+        ("www.example.test.", 2, 1, "example.test."),
+        ("www.example.test.", 3, 2, "www.example.test."),
+        # RFC 9156 2.3: after MINIMISE_ONE_LAB single steps, bigger ones, so that 10 queries reach the name
+        ("a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.", 5, 4, "o.p.q.r.s.t."),
+        ("a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.", 18, 9, "a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t."),
+    ],
+)
+def test_minimisation_steps(name: str, have: int, count: int, want: str) -> None:
+    assert _next_name(N(name), have, count).to_text() == want
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_infra_delegations_expire_with_their_ttl() -> None:
+    clock = Clock()
+    infra = Infra(clock)
+    infra.add_delegation(Delegation(N("example.test."), (N("ns1.example.test."),), (), 60))
+    assert infra.closest(N("a.b.example.test.")) is not None
+    assert infra.closest(N("other.test.")) is None
+    clock.now += 61
+    assert infra.closest(N("a.b.example.test.")) is None
+
+
+def test_infra_puts_failed_servers_last() -> None:
+    clock = Clock()
+    infra = Infra(clock)
+    zone = N("example.test.")
+    for _ in range(20):
+        infra.failed("127.0.0.9", zone)
+        assert infra.order(["127.0.0.9", "127.0.0.1", "127.0.0.2"], zone)[-1] == "127.0.0.9"
+    clock.now += DOWN_FOR + 1
+    firsts = {infra.order(["127.0.0.9", "127.0.0.1"], zone)[0] for _ in range(50)}
+    assert firsts == {"127.0.0.9", "127.0.0.1"}  # back in the random band once its penalty ran out
+
+
+def test_infra_prefers_fast_servers() -> None:
+    infra = Infra(Clock())
+    zone = N("example.test.")
+    infra.answered("127.0.0.1", zone, 1.5)
+    infra.answered("127.0.0.2", zone, 0.01)
+    assert {infra.order(["127.0.0.1", "127.0.0.2"], zone)[0] for _ in range(20)} == {"127.0.0.2"}
