@@ -7,13 +7,17 @@ import logging
 import os
 import socket
 
+from dnsd.cache.link import CacheLink
+from dnsd.cache.store import AnswerCache
 from dnsd.cluster.link import ClusterHandler
 from dnsd.cluster.records import ClusterRecords
 from dnsd.config import Config, FilesSource
+from dnsd.engine.acl import ClientAcl
 from dnsd.engine.chain import Chain
 from dnsd.engine.engine import Engine
 from dnsd.errors import DnsdError
 from dnsd.forward.link import make_forwarder
+from dnsd.proto.answer import Labels
 from dnsd.recurse.link import make_recursor
 from dnsd.sources.base import Source
 from dnsd.sources.files import FileSource
@@ -75,11 +79,12 @@ class App:
         self.store = Store()
         self.records = ClusterRecords(cfg.cluster, self.store, server_ips(cfg))
         self.zone_link = ZoneHandler()
-        self.chain = Chain([ClusterHandler(self.records), self.zone_link])
         # The async tail: names outside our zones (None: REFUSED). It joins the chain once the zone files are
         # loaded (start), so that no name of a zone file is ever forwarded while the zones are still being read.
         self.forwarder = make_forwarder(cfg)
         self.recursor = make_recursor(cfg)  # recursion: iterative (exclusive with forward)
+        self.cache = self._make_cache(cfg)
+        self.chain = Chain([ClusterHandler(self.records), self.zone_link], cache=self.cache)
         self.engine = Engine(self.chain, self.store, log_queries=cfg.log.queries)
         self.zone_source = (
             ZoneSource(cfg.zones, self.zone_link, self.records.zones, self.engine.invalidate)
@@ -91,6 +96,18 @@ class App:
         self.server = DnsServer(self.engine, cfg.listen, cfg.tcp, batch_io)
         self.source = make_source(cfg, self.store)
         self.dns_addresses: list[tuple[str, int]] = []
+
+    def _make_cache(self, cfg: Config) -> CacheLink | None:
+        """The answer cache in front of the forward or recurse link; none without either, or with size 0."""
+        if cfg.cache.size == 0 or (self.forwarder is None and self.recursor is None):
+            return None
+        store = AnswerCache(cfg.cache, self.is_ours)
+        return CacheLink(store, ClientAcl(cfg.allow_recursion), cfg.cache.prefetch, cfg.cache.serve_stale)
+
+    def is_ours(self, name: Labels) -> bool:
+        """Whether a name is inside a zone we answer for: the cluster domain and its reverse zones, or a zone
+        file. Upstream data for such names is never cached or served (dnsd.cache)."""
+        return self.records.zone_of(name) is not None or self.zone_link.zone_of(name) is not None
 
     async def start(self) -> None:
         # Listen first: until the store has synced, absent names get SERVFAIL rather than NXDOMAIN.
@@ -129,3 +146,5 @@ class App:
             await self.forwarder.close()
         if self.recursor is not None:
             await self.recursor.close()
+        if self.cache is not None:
+            await self.cache.close()

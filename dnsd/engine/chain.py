@@ -11,14 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Sequence
 from dataclasses import replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import dns.exception
 import dns.name
 
 from dnsd.engine.context import QueryContext
 from dnsd.proto.answer import ANY, CLASS_IN, CNAME, NOERROR, NXDOMAIN, REFUSED, Answer, Labels
-from dnsd.proto.wire import Query
+from dnsd.proto.wire import Query, rcode_text, type_text
+
+if TYPE_CHECKING:
+    from dnsd.cache.link import CacheLink
 
 TERMINAL = "terminal"
 MAX_CHASE = 8  # CNAME targets one query may chase from link to link (RFC 1034 5.3.3: bound the work)
@@ -49,9 +52,12 @@ def refused() -> Answer:
 
 
 class Chain:
-    def __init__(self, links: Sequence[Link], tail: Sequence[AsyncLink] = ()) -> None:
+    def __init__(self, links: Sequence[Link], tail: Sequence[AsyncLink] = (), cache: CacheLink | None = None) -> None:
         self.links = list(links)
         self.tail = list(tail)
+        # Between the authoritative links and the tail: it answers what the tail answered before, and every
+        # tail answer passes through it (dnsd.cache.link).
+        self.cache = cache
 
     def resolve(self, q: Query, ctx: QueryContext) -> Answer | Awaitable[Answer]:
         """The answer of the first link that has one; an awaitable when the query reaches the async tail."""
@@ -65,20 +71,38 @@ class Chain:
             ans = link.resolve(q)
             if ans is not None:
                 ans.source = ctx.link = link.name
+                if ctx.trace is not None:
+                    ctx.note(f"{link.name}: {_summary(ans)}")
                 return self._follow(q, ans, ctx, depth)
+        if ctx.trace is not None:
+            ctx.note(f"{q.name_text}: not in the zones of {', '.join(link.name for link in self.links)}")
         if self.tail:
+            if self.cache is not None:
+                ans = self.cache.lookup(q, ctx)
+                if ans is not None:
+                    ctx.link = ans.source
+                    return self._follow(q, ans, ctx, depth)
             return self._resolve_tail(q, ctx, depth)
         ctx.link = TERMINAL
+        ctx.note("terminal: REFUSED (no forwarding or recursion configured)")
         return refused()
 
     async def _resolve_tail(self, q: Query, ctx: QueryContext, depth: int) -> Answer:
         for link in self.tail:
-            ans = await link.resolve(q, ctx)
+            if self.cache is not None:
+                ans = await self.cache.through(link, q, ctx)
+            else:
+                ans = await link.resolve(q, ctx)
+                if ans is not None:
+                    ans.source = link.name
             if ans is not None:
-                ans.source = ctx.link = link.name
+                ctx.link = ans.source
+                if ctx.trace is not None:
+                    ctx.note(f"{ans.source}: {_summary(ans)}")
                 followed = self._follow(q, ans, ctx, depth)
                 return followed if isinstance(followed, Answer) else await followed
         ctx.link = TERMINAL
+        ctx.note("terminal: REFUSED")
         return refused()
 
     def _follow(self, q: Query, ans: Answer, ctx: QueryContext, depth: int) -> Answer | Awaitable[Answer]:
@@ -91,6 +115,8 @@ class Chain:
         if target is None or depth >= MAX_CHASE:
             return ans
         first = ctx.link
+        if ctx.trace is not None:
+            ctx.note(f"chain: chasing the CNAME target {'.'.join(target)}.")
         wire = b"".join(bytes((len(label),)) + label.encode("latin-1") for label in target) + b"\x00"
         sub = replace(q, qname_wire=wire, labels=target, tsig=None)
         rest = self._resolve(sub, ctx, depth + 1)
@@ -151,3 +177,10 @@ def _target(rdata: tuple[object, ...]) -> Labels | None:
             return None
         return tuple(label.decode("latin-1").lower() for label in name.labels[:-1])
     return None
+
+
+def _summary(ans: Answer) -> str:
+    """One line of --trace: the rcode and the records' owners and types."""
+    rrs = ", ".join(f"{'.'.join(rr.name)}. {type_text(rr.rtype)}" for rr in ans.answer[:4])
+    more = f" and {len(ans.answer) - 4} more" if len(ans.answer) > 4 else ""
+    return f"{rcode_text(ans.rcode)}" + (f" {rrs}{more}" if rrs else "")

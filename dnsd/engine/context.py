@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from dnsd.proto.wire import Query
+
+if TYPE_CHECKING:
+    from dnsd.cache.store import Entry
 
 UDP, TCP = "udp", "tcp"
 MAX_TRACE_LINES = 200  # steps one traced query may record (bounded: a long iterative walk is cut)
@@ -25,6 +29,8 @@ class QueryContext:
     # `dnsd query --trace`: the walk, one line per step, when the client asked for it; None (the usual case)
     # costs nothing.
     trace: list[str] | None = None
+    # The cache entry a fresh hit came from: the engine keeps its reply as wire bytes for the exact query.
+    cache_entry: Entry | None = None
 
     def note(self, text: str) -> None:
         """One step of the walk for --trace (each link consulted, what it returned, each server asked)."""

@@ -65,6 +65,7 @@ class Engine:
         deadline: float = ASYNC_DEADLINE,
     ) -> None:
         self.chain = chain
+        self.cache = chain.cache  # the answer cache's exact-query replies are looked up before the full path
         self.store = store
         self.table = table if table is not None else FastTable()
         self.counters = Counters()
@@ -82,8 +83,13 @@ class Engine:
             self.table.serial_changed()
 
     def invalidate(self, tags: set[Tag]) -> None:
-        """Drop every pre-rendered answer carrying one of tags (a zone file reloaded: zones/source.py)."""
+        """Drop every pre-rendered answer carrying one of tags (a zone file reloaded: zones/source.py), and
+        every cached upstream answer for a name inside a zone that changed: from now on the zone answers it."""
         self.table.invalidate(tags)
+        if self.cache is not None:
+            for tag in tags:
+                if tag.kind == "zone":
+                    self.cache.drop_under(tuple(lab for lab in tag.subject.split(".") if lab))
 
     def exact_table(self, tcp: bool) -> dict[bytes, bytes]:
         """The exact-query table a listener may look queries up in itself (the fast path inlined: one slice, one
@@ -106,6 +112,10 @@ class Engine:
         """As handle, for a caller that has already looked the query up in exact_table() itself."""
         self.counters.queries += 1
         peer = client if isinstance(client, tuple) else None
+        if self.cache is not None and not self.log_queries:
+            rest = self.cache.exact(data[2:], peer)
+            if rest is not None:
+                return data[:2] + rest
         ctx = QueryContext(peer, TCP if tcp else UDP, time.perf_counter() if self.log_queries else 0.0)
         try:
             out = self._slow(data, ctx)
@@ -166,6 +176,8 @@ class Engine:
             if not isinstance(resolved, Answer):
                 return self._later(resolved, q, ctx, limit)
             ans = resolved
+            if ctx.cache_entry is not None and ctx.link == "cache":
+                return self._cached(q, data, limit, ctx)
             if not ans.cacheable or not (ans.answer or ans.authority or ans.additional or ans.aa):
                 return self._render_uncached(q, ans, limit)
             entry = self.table.put(key, render(q, ans, limit), ans.tags)
@@ -176,6 +188,14 @@ class Engine:
             # Queries with EDNS options (dig's fresh COOKIE each run) never repeat exactly: not worth a slot.
             self.table.remember_exact(entry, ctx.tcp, data[2:], reply[2:])
         return reply
+
+    def _cached(self, q: Query, data: bytes, limit: int, ctx: QueryContext) -> bytes:
+        """A fresh cache hit on the full path: rendered once from the entry, kept for the exact query."""
+        assert self.cache is not None and ctx.cache_entry is not None
+        entry = ctx.cache_entry
+        rendered = render(q, entry.answer, limit)
+        remember = q.edns is None or not q.edns.options
+        return self.cache.reply(entry, rendered, data, self.store.serial, remember)
 
     # ------------------------------------------------------------ the async tail
 

@@ -14,6 +14,11 @@ class ZoneHandler:
         # Replaced whole by the source (never mutated), so a lookup always sees one consistent set of zones.
         self.zones: dict[Labels, Zone] = {}
 
+    def zone_of(self, name: Labels) -> Labels | None:
+        """The origin of the loaded zone holding name, if any."""
+        zone = _zone_of(self.zones, name) if self.zones else None
+        return zone.origin if zone is not None else None
+
     def resolve(self, q: Query) -> Answer | None:
         zones = self.zones
         if not zones:

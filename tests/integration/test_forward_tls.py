@@ -181,6 +181,7 @@ def forwarding(pki: Pki, dnsd_factory: Callable[..., DnsdHandle]) -> Callable[..
             cfg["listen"] = [listen]
         cfg["recursion"] = "forward"
         cfg["forward"] = {"upstreams": upstreams, "timeout": TIMEOUT, "tls_ca": str(pki.ca), **forward}
+        cfg["cache"] = {"size": 0}  # every query must reach the DoT upstream (the cache: test_cache.py)
         cfg["allow_recursion"] = ["127.0.0.1/32"]
         handle = dnsd_factory(config=cfg)
         fwd = handle.app.forwarder
