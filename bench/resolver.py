@@ -140,6 +140,8 @@ class Row:
     answered: int = 0  # iterative: names that got NOERROR with an A record
     rcodes: dict[str, int] = field(default_factory=dict)
     server_cpu_s: float = 0.0
+    server_cpu_pct: float = 0.0  # cache: the share of its core the server used over the timed run
+    other_cpu_pct: float = 0.0  # cache: CPU used by other processes on the machine meanwhile (bench/bench.py's)
     cpu_us_per_query: float = 0.0  # cache: per completed query; iterative: per name
     upstream_queries: int | None = None  # the queries the NSD server(s) received during the measured pass
     upstream_detail: dict[str, int] = field(default_factory=dict)
@@ -494,6 +496,7 @@ def scenario_cache(args: argparse.Namespace, out: Path, started: Started, can_pi
                 row.qps, row.sent, row.completed, row.lost = r.qps, r.sent, r.completed, r.lost
                 row.lost_pct, row.seconds, row.rcodes = r.lost_pct, r.run_time_s, r.rcodes
                 row.server_cpu_s, row.cpu_us_per_query = r.server_cpu_s, r.cpu_us_per_query
+                row.server_cpu_pct, row.other_cpu_pct = r.server_cpu_pct, r.other_cpu_pct
                 row.upstream_queries = rq1 - rq0
                 row.upstream_detail = {f"nsd 127.0.0.1:{nsd_port}": rq1 - rq0}
                 row.error = r.error
@@ -580,7 +583,7 @@ def report(rows: list[Row], meta: dict[str, Any], cluster: Path | None, out: Pat
     lines = [
         f"dnsd resolver benchmark, {meta['date']}",
         f"machine: {meta['cpu']}; kernel {meta['kernel']}; dnsperf {meta['dnsperf']}; NSD {meta['nsd']}; "
-        f"Unbound {meta.get('unbound', '?')}; python {meta.get('python', '?')}",
+        f"Unbound {meta.get('unbound', '?')}; python {meta.get('python', '?')}; dnsd at {meta.get('dnsd_source')}",
         f"servers on core {SERVER_CORE}; dnsperf, NSD and the client on core {CLIENT_CORE}"
         + ("" if meta.get("pinned") else " (NOT PINNED: taskset or a second core missing)"),
         "",
@@ -591,6 +594,19 @@ def report(rows: list[Row], meta: dict[str, Any], cluster: Path | None, out: Pat
         "iterative: one pass over the names from a cold start; CPU per name; queries upstream = the sum of every NSD"
         " server's RQ counter over the pass, per name.",
     ]
+    for r in rows:
+        if r.scenario != "cache" or r.error:
+            continue
+        if r.other_cpu_pct > 10:
+            meta["notes"].append(
+                f"cache {r.server}: other processes used ~{r.other_cpu_pct:.0f}% of a core during the run;"
+                " the machine was busy and QPS is less reliable than CPU per query"
+            )
+        if r.server_cpu_pct < 90:
+            meta["notes"].append(
+                f"cache {r.server}: the server used {r.server_cpu_pct:.0f}% of its core: something else (dnsperf,"
+                " the upstream, other load) limited this run"
+            )
     lines += [f"note: {n}" for n in meta.get("notes", [])]
     text = "\n".join(lines) + "\n"
     (out / "results.txt").write_text(text)
@@ -602,6 +618,20 @@ def report(rows: list[Row], meta: dict[str, Any], cluster: Path | None, out: Pat
 
 def interrupted(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def source_state() -> str:
+    """The commit dnsd ran from, and how many files under dnsd/ differ from it (work in progress is measured too)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              timeout=10, check=False).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "dnsd"], cwd=REPO, capture_output=True,
+                               text=True, timeout=10, check=False).stdout.splitlines()  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    if not head:
+        return "?"
+    return f"{head}" + (f" + {len(dirty)} uncommitted paths under dnsd/" if dirty else "")
 
 
 def tool_version(cmd: list[str]) -> str:
@@ -655,6 +685,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = {**machine(), "notes": [], "command": " ".join(sys.argv)}
     meta["unbound"] = tool_version(["unbound", "-V"])
+    meta["dnsd_source"] = source_state()
     meta["python"] = subprocess.run(
         [args.python, "-c", "import platform; print(platform.python_version())"],
         check=False,
