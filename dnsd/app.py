@@ -85,7 +85,9 @@ class App:
         self.recursor = make_recursor(cfg)  # recursion: iterative (exclusive with forward)
         self.cache = self._make_cache(cfg)
         self.chain = Chain([ClusterHandler(self.records), self.zone_link], cache=self.cache)
-        self.engine = Engine(self.chain, self.store, log_queries=cfg.log.queries)
+        self.engine = Engine(
+            self.chain, self.store, log_queries=cfg.log.queries, trace_acl=ClientAcl(cfg.allow_recursion)
+        )
         self.zone_source = (
             ZoneSource(cfg.zones, self.zone_link, self.records.zones, self.engine.invalidate)
             if cfg.zones is not None

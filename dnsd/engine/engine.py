@@ -11,12 +11,14 @@ import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 
+from dnsd.engine.acl import ClientAcl
 from dnsd.engine.chain import Chain
 from dnsd.engine.context import TCP, UDP, QueryContext
 from dnsd.engine.fastpath import FastTable
 from dnsd.errors import FormatError
 from dnsd.proto.answer import AXFR, BADVERS, IXFR, NOTIMP, REFUSED, SERVFAIL, Answer, Tag
-from dnsd.proto.render import finish, render, simple_reply
+from dnsd.proto.render import finish, render, simple_reply, with_option
+from dnsd.proto.trace import trace_option, wants_trace
 from dnsd.proto.tsig import badkey_reply
 from dnsd.proto.wire import (
     EDNS_PAYLOAD,
@@ -63,6 +65,7 @@ class Engine:
         log_queries: bool = False,
         max_inflight: int = MAX_INFLIGHT,
         deadline: float = ASYNC_DEADLINE,
+        trace_acl: ClientAcl | None = None,
     ) -> None:
         self.chain = chain
         self.cache = chain.cache  # the answer cache's exact-query replies are looked up before the full path
@@ -73,6 +76,8 @@ class Engine:
         self.max_inflight = max_inflight
         self.deadline = deadline
         self.inflight = 0
+        # Who may ask for the walk (--trace): it names upstreams and cache state, so the recursion clients only.
+        self.trace_acl = trace_acl if trace_acl is not None else ClientAcl(("127.0.0.0/8", "::1/128"))
         self._serial = store.serial
         store.subscribe(self._invalidate)
 
@@ -122,6 +127,8 @@ class Engine:
         except Exception:
             out = self._internal_error(data, ctx)
         if isinstance(out, bytes) or out is None:
+            if ctx.trace is not None and out is not None:
+                out = self._traced(out, ctx)
             if self.log_queries:
                 self._log(ctx, out)
             return out
@@ -158,6 +165,8 @@ class Engine:
             log.debug("FORMERR: %s", exc)
             return header_only(data, Verdict.FORMERR)
         ctx.query = q
+        if q.edns is not None and q.edns.options and wants_trace(data) and self.trace_acl.allowed(ctx.client):
+            ctx.trace = [f"query: {q.name_text} {type_text(q.qtype)} over {ctx.transport}"]
         if q.tsig is not None:
             ctx.link = "tsig"
             return badkey_reply(q)  # RFC 8945 5.2.1: no TSIG key is configured, so every key is unknown
@@ -170,7 +179,7 @@ class Engine:
             return simple_reply(q, REFUSED if ctx.tcp else NOTIMP)
         limit = TCP_LIMIT if ctx.tcp else (min(q.edns.payload, EDNS_PAYLOAD) if q.edns is not None else 512)
         key = q.key_question + _variant(q, limit)
-        entry = self.table.get(key)
+        entry = self.table.get(key) if ctx.trace is None else None  # a traced query walks the chain
         if entry is None:
             resolved = self.chain.resolve(q, ctx)
             if not isinstance(resolved, Answer):
@@ -226,9 +235,19 @@ class Engine:
                 reply = self._internal_error(q.data, ctx)
         finally:
             self.inflight -= 1
+        if ctx.trace is not None and reply is not None:
+            reply = self._traced(reply, ctx)
         if self.log_queries:
             self._log(ctx, reply)
         return reply
+
+    def _traced(self, reply: bytes, ctx: QueryContext) -> bytes:
+        """`dnsd query --trace`: the walk, in the reply's OPT (dnsd.proto.trace)."""
+        assert ctx.trace is not None
+        ctx.note(f"reply: {rcode_text(reply[3] & 0x0F)} from {ctx.link}, {len(reply)} octets")
+        edns = ctx.query.edns if ctx.query is not None else None
+        limit = TCP_LIMIT if ctx.tcp else (min(edns.payload, EDNS_PAYLOAD) if edns is not None else 512)
+        return with_option(reply, trace_option(ctx.trace), limit)
 
     def _render_uncached(self, q: Query, ans: Answer, limit: int) -> bytes:
         """An answer served once, not kept: header-only replies, answers that are not cacheable (before the

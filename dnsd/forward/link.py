@@ -27,6 +27,7 @@ from pathlib import Path
 import dns.flags
 import dns.message
 import dns.name
+import dns.rcode
 import dns.rdataclass
 
 from dnsd.config import Config, ForwardConfig, ListenAddress
@@ -206,11 +207,11 @@ class Forwarder:
             return _servfail(transient=True)
         self.inflight += 1
         try:
-            return await self._forward(q, group)
+            return await self._forward(q, group, ctx)
         finally:
             self.inflight -= 1
 
-    async def _forward(self, q: Query, group: Group) -> Answer:
+    async def _forward(self, q: Query, group: Group, ctx: QueryContext) -> Answer:
         qname = dns.name.from_wire(q.qname_wire, 0)[0]  # the client's spelling (RFC 4343)
         do = q.edns is not None and q.edns.do
         for up in group.order():
@@ -221,9 +222,12 @@ class Forwarder:
                 reply = await up.exchange(request, self.timeout)
             except UpstreamError as exc:
                 self._failed(up, exc)
+                ctx.note(f"forward: {up.server} failed: {exc}")
                 continue
             self._answered(up)
             rcode = reply.rcode()
+            if ctx.trace is not None:
+                ctx.note(f"forward: {up.server} answered {dns.rcode.to_text(rcode)}, {len(reply.answer)} RRsets")
             if rcode in (NOERROR, NXDOMAIN):
                 return to_answer(reply)
             log.debug("forward: %s answered %s for %s; trying the next", up.server, rcode, qname)

@@ -223,3 +223,19 @@ def simple_reply(q: Query, rcode: int, *, aa: bool = False, ra: bool = False) ->
         flags |= FLAG_RA
     header = struct.pack("!HHHHHH", q.id, flags, 1, 0, 0, 1 if opt else 0)
     return header + question + opt
+
+
+def with_option(reply: bytes, option: bytes, limit: int) -> bytes:
+    """The reply with one more EDNS option in its OPT record (ours: the last record, empty RDATA, RFC 6891
+    6.1.2). When that would pass `limit` (UDP), the reply is cut to header, question and a bare OPT with TC set,
+    so the client asks again over TCP (RFC 1035 4.2.1). A reply without our OPT is returned as it is."""
+    if len(reply) < 23 or reply[-11] != 0 or reply[-10:-8] != b"\x00\x29" or reply[-2:] != b"\x00\x00":
+        return reply
+    if len(reply) + len(option) <= limit:
+        return reply[:-2] + struct.pack("!H", len(option)) + option
+    qd_end = 12
+    while reply[qd_end] != 0:  # our question: an uncompressed name (the query's own bytes)
+        qd_end += reply[qd_end] + 1
+    qd_end += 5
+    flags = struct.unpack_from("!H", reply, 2)[0] | FLAG_TC
+    return struct.pack("!HHHHHH", int.from_bytes(reply[0:2], "big"), flags, 1, 0, 0, 1) + reply[12:qd_end] + reply[-11:]
