@@ -51,8 +51,8 @@ class Server:
 
 
 def parse_server(text: str) -> Server:
-    """host, host:port, [v6]:port or a bare IPv6 address; a host name is looked up once (/etc/hosts first, as
-    getaddrinfo does)."""
+    """host, host:port, [v6]:port or a bare IPv6 address; localhost is 127.0.0.1 (dnsd's default listen
+    address), any other host name is looked up once with getaddrinfo."""
     host, port_text = text, ""
     if text.startswith("["):
         end = text.find("]")
@@ -68,6 +68,8 @@ def parse_server(text: str) -> Server:
         port = int(port_text)
     if not host:
         raise UsageError(f"--server {text!r}: no host")
+    if host == "localhost":
+        host = "127.0.0.1"  # as the config reads `listen: localhost:...` (dnsd.config.parse_hostport): no lookup
     try:
         return Server(str(ipaddress.ip_address(host)), port)
     except ValueError:
