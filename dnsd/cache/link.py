@@ -135,12 +135,18 @@ class CacheLink:
         if task is None:
             task = asyncio.get_running_loop().create_task(self._fetch(link, q, key, ctx), name="cache fill")
             self._inflight[key] = task
-            task.add_done_callback(lambda t: self._inflight.pop(key) if self._inflight.get(key) is t else None)
+            task.add_done_callback(lambda t: self._fetched(key, t))
         else:
             self.stats.coalesced += 1
             ctx.note("cache: joined an identical query already on its way upstream")
         # shield: a client that gives up (deadline) must not cancel the query the others wait on.
         return await asyncio.shield(task)
+
+    def _fetched(self, key: Key, task: asyncio.Task[Answer | None]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here too: every waiter may have given up (the engine's deadline)
 
     async def _fetch(self, link: TailLink, q: Query, key: Key, ctx: QueryContext) -> Answer | None:
         ans = await link.resolve(q, ctx)
