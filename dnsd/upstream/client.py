@@ -151,9 +151,12 @@ async def _udp_once(server: Server, request: dns.message.Message, deadline: floa
     try:
         sock.setblocking(False)
         sock.bind(("::" if server.family == socket.AF_INET6 else "0.0.0.0", 0))  # port 0: a random port
+        # Connected: the kernel passes on only datagrams from the server's address and port (RFC 5452 9.1, checked
+        # again below), and an ICMP port unreachable fails the try at once instead of at its timeout.
+        sock.connect((server.host, server.port))
         result: asyncio.Future[bytes] = loop.create_future()
         transport, _ = await loop.create_datagram_endpoint(lambda: _UdpWaiter(server, request, result), sock=sock)
-        transport.sendto(wire, (server.host, server.port))
+        transport.sendto(wire)
         STATS.sent_udp += 1
         while True:
             remaining = deadline - loop.time()
