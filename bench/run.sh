@@ -9,6 +9,9 @@
 # Scenarios: cluster (bench/bench.py, below: dnsperf against NSD and dnsd), then cache and iterative
 # (bench/resolver.py: dnsd and Unbound as resolvers, a cache-hit run behind one NSD and a cold iterative pass
 # over a loopback root/TLD/leaf hierarchy on port 53, which needs root), then one table of all of them.
+# Their knobs: BENCH_NAMES (1000), BENCH_CONCURRENCY (50 queries in flight for the warm-up and iterative passes),
+# BENCH_DEADLINE (120 s for one iterative pass), BENCH_RESOLVERS (dnsd,unbound), BENCH_NETNS (auto: as root,
+# bench/resolver.py runs in a network namespace of its own; no); output in bench/out/resolver/.
 #
 # Other knobs: BENCH_CLIENTS (4), BENCH_THREADS (4), BENCH_OUTSTANDING (500), PYTHON (the interpreter
 # that runs dnsd and the scripts; default .venv/bin/python, else python3), BENCH_STRICT=1 (exit 2 when
