@@ -60,6 +60,20 @@ class CacheLink:
         self._hit(wire.entry, now)
         return out
 
+    def exact_packed(self, rest: bytes, packed: bytes) -> bytes | None:
+        """As exact(), for the UDP batch path: the sender as its address octets (dnsd.transport.udp_batch)."""
+        wire = self.cache.wire.get(rest)
+        if wire is None or not self.acl.allowed_packed(packed):
+            return None
+        now = self.clock()
+        out = wire.at(now)
+        if out is None:
+            del self.cache.wire[rest]
+            return None
+        self.stats.hits += 1
+        self._hit(wire.entry, now)
+        return out
+
     def lookup(self, q: Query, ctx: QueryContext) -> Answer | None:
         """A fresh cached answer; a stale one while a recent refresh failed; else None (the tail is asked)."""
         if not (ctx.internal or self.acl.allowed(ctx.client)):

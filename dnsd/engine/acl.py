@@ -15,6 +15,7 @@ class ClientAcl:
     def __init__(self, networks: Iterable[str]) -> None:
         self.networks = [ipaddress.ip_network(c, strict=False) for c in networks]
         self._memo: dict[str, bool] = {}
+        self._packed: dict[bytes, bool] = {}
 
     def allowed(self, client: tuple[str, int] | None) -> bool:
         if client is None:
@@ -26,6 +27,19 @@ class ClientAcl:
             if len(self._memo) >= MEMO_SIZE:
                 self._memo.clear()
             self._memo[host] = verdict
+        return verdict
+
+    def allowed_packed(self, packed: bytes) -> bool:
+        """As allowed(), for an address as its 4 or 16 octets (straight from a sockaddr: no text on the way)."""
+        verdict = self._packed.get(packed)
+        if verdict is None:
+            try:
+                verdict = self._check(str(ipaddress.ip_address(packed)))
+            except ValueError:
+                verdict = False
+            if len(self._packed) >= MEMO_SIZE:
+                self._packed.clear()
+            self._packed[packed] = verdict
         return verdict
 
     def _check(self, host: str) -> bool:

@@ -8,7 +8,7 @@ import inspect
 import logging
 import struct
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from dnsd.engine.acl import ClientAcl
@@ -102,6 +102,14 @@ class Engine:
         if self.log_queries:
             return {}
         return self.table.exact_tcp if tcp else self.table.exact_udp
+
+    def cache_table(self) -> Callable[[bytes, bytes], bytes | None] | None:
+        """The answer cache's exact-reply lookup for a listener that inlines the fast path (UDP batches): given
+        the query and the sender's address octets, the reply after the ID, or None. None while the query log
+        is on or without a cache."""
+        if self.cache is None or self.log_queries:
+            return None
+        return self.cache.exact_packed
 
     def handle(self, data: bytes, tcp: bool = False, client: object = None) -> Reply | Later:
         """The reply for a datagram or TCP message: bytes now, None when nothing must be sent, or an awaitable

@@ -66,7 +66,9 @@ class UdpListener:
         assert self.batch is not None
         engine = self.engine
         # The sender is always asked for on a miss: a reply from the async tail must know where to go.
-        hits, unsent = self.batch.serve(engine.exact_table(False), self._miss, True, UDP_BATCH // udp_batch.BATCH)
+        hits, unsent = self.batch.serve(
+            engine.exact_table(False), self._miss, True, UDP_BATCH // udp_batch.BATCH, engine.cache_table()
+        )
         self.send_errors += unsent
         engine.counters.queries += hits
         engine.counters.fast_hits += hits

@@ -112,6 +112,7 @@ class BatchSocket:
         self._mlen = memoryview(self._rmsg).cast("B").cast("I")  # msg_len of each received mmsghdr
         # The sockaddr slots as 16-bit words: sin_port and sin6_port are the second word of each 28-octet slot.
         self._ports = memoryview(self._names).cast("B").cast("H")
+        self._nview = memoryview(self._names).cast("B")  # the sockaddr slots as octets (the sender's address)
         self._ilen = memoryview(self._siov).cast("B").cast("L")  # iov_base, iov_len pairs of the send slots
         self._rmsg_addr = rm
         self._smsg_addr = sm
@@ -132,16 +133,20 @@ class BatchSocket:
         handle: Callable[[bytes, bool, object], bytes | None],
         want_source: bool,
         rounds: int,
+        cached: Callable[[bytes, bytes], bytes | None] | None = None,
     ) -> tuple[int, int]:
         """Receive and answer up to rounds x BATCH datagrams: exact-query hits from `exact` (the fast path,
-        inlined), the rest through handle (Engine.handle_miss). Returns (fast hits, replies the kernel did not
-        take)."""
+        inlined), then from `cached` (the answer cache's exact replies, given the query and the sender's address
+        octets), the rest through handle (Engine.handle_miss). Returns (hits of either, replies the kernel did
+        not take)."""
         fd, rmsg = self.fd, self._rmsg_addr
         recvmmsg = self.recvmmsg
         nbase = self.nbase
         # Buffers and length fields through memoryviews: a ctypes call per datagram costs more than the
         # whole dict lookup, a memoryview slice costs little.
         rview, sview, mlen, ilen, ports = self._rview, self._sview, self._mlen, self._ilen, self._ports
+        nview = self._nview
+        addr_at, addr_len = (8, 16) if self.v6 else (4, 4)  # sin6_addr / sin_addr within the sockaddr
         sname = self._sname
         hits = unsent = 0
         for _ in range(rounds):
@@ -159,6 +164,11 @@ class BatchSocket:
                     at = i * SLOT
                     data = rview[at : at + mlen[i * MLEN_STRIDE + MLEN_AT]].tobytes()
                     rest = exact.get(data[2:])
+                    if rest is None and cached is not None:
+                        # The answer cache's exact replies (dnsd.cache): keyed like `exact`, and the sender's
+                        # address octets straight from the sockaddr slot for its allow_recursion check.
+                        at = i * 28 + addr_at
+                        rest = cached(data[2:], nview[at : at + addr_len].tobytes())
                     if rest is not None:
                         hits += 1
                         reply = data[:2] + rest
