@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from dnsd.cache.store import STALE_RETRY, AnswerCache, Entry, Key, cache_key, wire_reply
+from dnsd.cache.store import STALE_RETRY, AnswerCache, Entry, Key, WireReply, cache_key, wire_reply
 from dnsd.engine.acl import ClientAcl
 from dnsd.engine.context import UDP, QueryContext
 from dnsd.proto.answer import NOERROR, NXDOMAIN, RR, SERVFAIL, Answer, Labels
@@ -38,40 +38,61 @@ class CacheLink:
         self.acl = acl
         self.prefetch = prefetch
         self.serve_stale = serve_stale
-        self.clock: Callable[[], float] = cache.now
+        self.clock: Callable[[], float] = cache.clock
+        self.wire = cache.wire  # the exact-query replies (one dict for the cache's life: cleared, never replaced)
+        self._packed_memo = acl.packed_memo  # the ACL's verdicts by address octets, read without a call
         self.stats = cache.stats
         self._inflight: dict[Key, asyncio.Task[Answer | None]] = {}
         self._prefetches: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------ hits
 
+    def set_clock(self, clock: Callable[[], float]) -> None:
+        """Inject the clock (the tests move a fake one instead of sleeping)."""
+        self.cache.clock = clock
+        self.clock = clock
+
     def exact(self, rest: bytes, client: tuple[str, int] | None) -> bytes | None:
         """The hot path: the reply (after the ID) for an exact query seen before, aged to now; None to take
         the full path."""
-        wire = self.cache.wire.get(rest)
+        wire = self.wire.get(rest)
         if wire is None or not self.acl.allowed(client):
             return None
-        now = self.clock()
-        out = wire.at(now)
-        if out is None:
-            del self.cache.wire[rest]
-            return None
-        self.stats.hits += 1
-        self._hit(wire.entry, now)
-        return out
+        return self._serve(rest, wire)
 
     def exact_packed(self, rest: bytes, packed: bytes) -> bytes | None:
-        """As exact(), for the UDP batch path: the sender as its address octets (dnsd.transport.udp_batch)."""
-        wire = self.cache.wire.get(rest)
-        if wire is None or not self.acl.allowed_packed(packed):
+        """As exact(), for the UDP batch path: the sender as its address octets (dnsd.transport.udp_batch).
+        The hottest cache path, so the common case (same second of age, a known client) is written out here."""
+        wire = self.wire.get(rest)
+        if wire is None:
+            return None
+        allowed = self._packed_memo.get(packed)
+        if allowed is None:
+            allowed = self.acl.allowed_packed(packed)
+        if not allowed:
             return None
         now = self.clock()
-        out = wire.at(now)
-        if out is None:
-            del self.cache.wire[rest]
-            return None
+        entry = wire.entry
+        if now < wire.until and entry.live and not self.prefetch:
+            self.stats.hits += 1
+            entry.hits += 1
+            return wire.current
+        return self._serve(rest, wire)
+
+    def _serve(self, rest: bytes, wire: WireReply) -> bytes | None:
+        now = self.clock()
+        entry = wire.entry
+        if now < wire.until and entry.live:
+            out: bytes | None = wire.current  # the same whole second of age: the bytes made last time
+        else:
+            out = wire.at(now)
+            if out is None:
+                self.wire.pop(rest, None)
+                return None
         self.stats.hits += 1
-        self._hit(wire.entry, now)
+        entry.hits += 1
+        if self.prefetch:
+            self._maybe_prefetch(entry, now)
         return out
 
     def lookup(self, q: Query, ctx: QueryContext) -> Answer | None:
@@ -114,9 +135,12 @@ class CacheLink:
 
     def _hit(self, entry: Entry, now: float) -> None:
         entry.hits += 1
+        if self.prefetch:
+            self._maybe_prefetch(entry, now)
+
+    def _maybe_prefetch(self, entry: Entry, now: float) -> None:
         if (
-            self.prefetch
-            and not entry.prefetching
+            not entry.prefetching
             and entry.hits >= PREFETCH_HITS
             and entry.remaining(now) <= max(1, int(entry.ttl * PREFETCH_SHARE))
             and len(self._prefetches) < MAX_PREFETCHES

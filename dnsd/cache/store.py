@@ -86,6 +86,7 @@ class WireReply:
     base: list[int]  # each TTL as rendered, at age 0
     age: int = -1
     current: bytes = b""
+    until: float = 0.0  # `current` is right until this time (the next whole second of age); 0: not made yet
 
     def at(self, now: float) -> bytes | None:
         """The reply (after the ID) as of now; None when the entry expired or is gone."""
@@ -99,6 +100,7 @@ class WireReply:
                 struct.pack_into("!I", out, off, max(0, ttl - age))
             self.current = bytes(out)
             self.age = age
+            self.until = entry.stored + age + 1
         return self.current
 
 

@@ -15,7 +15,7 @@ class ClientAcl:
     def __init__(self, networks: Iterable[str]) -> None:
         self.networks = [ipaddress.ip_network(c, strict=False) for c in networks]
         self._memo: dict[str, bool] = {}
-        self._packed: dict[bytes, bool] = {}
+        self.packed_memo: dict[bytes, bool] = {}
 
     def allowed(self, client: tuple[str, int] | None) -> bool:
         if client is None:
@@ -31,15 +31,15 @@ class ClientAcl:
 
     def allowed_packed(self, packed: bytes) -> bool:
         """As allowed(), for an address as its 4 or 16 octets (straight from a sockaddr: no text on the way)."""
-        verdict = self._packed.get(packed)
+        verdict = self.packed_memo.get(packed)
         if verdict is None:
             try:
                 verdict = self._check(str(ipaddress.ip_address(packed)))
             except ValueError:
                 verdict = False
-            if len(self._packed) >= MEMO_SIZE:
-                self._packed.clear()
-            self._packed[packed] = verdict
+            if len(self.packed_memo) >= MEMO_SIZE:
+                self.packed_memo.clear()
+            self.packed_memo[packed] = verdict
         return verdict
 
     def _check(self, host: str) -> bool:

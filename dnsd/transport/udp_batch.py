@@ -163,12 +163,13 @@ class BatchSocket:
                         continue
                     at = i * SLOT
                     data = rview[at : at + mlen[i * MLEN_STRIDE + MLEN_AT]].tobytes()
-                    rest = exact.get(data[2:])
+                    key = data[2:]
+                    rest = exact.get(key)
                     if rest is None and cached is not None:
                         # The answer cache's exact replies (dnsd.cache): keyed like `exact`, and the sender's
                         # address octets straight from the sockaddr slot for its allow_recursion check.
                         at = i * 28 + addr_at
-                        rest = cached(data[2:], nview[at : at + addr_len].tobytes())
+                        rest = cached(key, nview[at : at + addr_len].tobytes())
                     if rest is not None:
                         hits += 1
                         reply = data[:2] + rest

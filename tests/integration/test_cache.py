@@ -86,7 +86,7 @@ def rig(dnsd_factory: Callable[..., DnsdHandle], upstream: ScriptedUpstream) -> 
             }
         )
         r = Rig(dnsd_factory(config=cfg), upstream)
-        r.h.call(lambda: setattr(r.cache.cache, "clock", r.clock))
+        r.h.call(lambda: r.cache.set_clock(r.clock))
         wait_until(lambda: r.h.call(lambda: r.h.app.forwarder.loop_probes_done))
         return r
 
