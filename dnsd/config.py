@@ -703,6 +703,8 @@ def with_overrides(
     if upstream:
         fwd = cfg.forward or ForwardConfig()
         cfg = replace(cfg, forward=replace(fwd, upstreams=_list(_upstream)(upstream, "--upstream")))
+        if cfg.recursion == "off":
+            cfg = replace(cfg, recursion="forward")  # --upstream says "forward to this": it turns forwarding on
     if log_level:
         cfg = replace(cfg, log=replace(cfg.log, level=_choice(*LOG_LEVELS)(log_level, "--log-level")))
     check_forward_loop(cfg)

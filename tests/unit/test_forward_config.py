@@ -133,3 +133,13 @@ def test_bad_tls_ca_fails_at_start(tmp_path: Path, content: str | None, error: s
     with pytest.raises(DnsdError, match=f"forward.tls_ca: {error}"):
         Forwarder(cfg)
     Forwarder(replace(cfg, upstreams=("127.0.0.1:5353",)))  # no tls:// upstream: the bundle is never read
+
+
+@pytest.mark.parametrize(
+    ("recursion", "want"), [("off", "forward"), ("forward", "forward"), ("iterative", "iterative")]
+)
+def test_upstream_flag_turns_forwarding_on(recursion: str, want: str) -> None:
+    """`dnsd --upstream ADDR` on a config that does not forward (make run's) means: forward to ADDR."""
+    cfg = with_overrides(parse_config({"recursion": recursion, "forward": None}), upstream=["127.0.0.1:5300"])
+    assert cfg.recursion == want
+    assert cfg.forward is not None and cfg.forward.upstreams == ("127.0.0.1:5300",)
