@@ -1,4 +1,5 @@
-"""The infrastructure cache: delegations (zone -> NS names and addresses), server addresses and server health.
+"""The infrastructure cache: delegations (zone -> NS names and addresses), server addresses, server health and
+the names known not to exist (RFC 8020 NXDOMAIN cuts).
 
 Bounded (LRU) and expiring by each entry's own TTL (cachetools TLRUCache), on an injectable clock so that tests
 can move time. It is not an answer cache: it only tells a walk where to start and which servers to ask first.
@@ -12,12 +13,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import dns.name
+import dns.rrset
 from cachetools import LRUCache, TLRUCache
 
 MAX_TTL = 86400  # seconds an infrastructure record is kept at most (Unbound's cache-max-ttl)
 ZONES = 10_000  # delegations remembered
 HOSTS = 20_000  # name-server names whose addresses are remembered
 SERVERS = 10_000  # (address, zone) pairs whose health is remembered
+NXDOMAINS = 10_000  # names known not to exist (RFC 8020)
+MAX_NEGATIVE_TTL = 3600  # seconds an NXDOMAIN cut is kept at most (RFC 2308 5 suggests 1 to 3 hours; Unbound 3600)
 UNKNOWN_RTT = 0.376  # what a server never asked is assumed to take (Unbound's UNKNOWN_SERVER_NICENESS)
 BAND = 0.4  # servers within this of the fastest are picked at random among (Unbound's RTT band)
 DOWN_FOR = 60.0  # seconds a server that failed for a zone is asked only after the others (Unbound: infra-host-ttl)
@@ -40,6 +44,16 @@ class Host:
     ttl: int
 
 
+@dataclass(frozen=True, slots=True)
+class Nxdomain:
+    """A name its zone said does not exist, and the zone's SOA (for the negative answer and its TTL)."""
+
+    name: dns.name.Name
+    soa: dns.rrset.RRset
+    ttl: int
+    until: float  # on the Infra clock
+
+
 @dataclass(slots=True)
 class Health:
     rtt: float = UNKNOWN_RTT
@@ -54,14 +68,17 @@ class Infra:
     """Delegations, host addresses and server health, each bounded."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, size: int = ZONES) -> None:
-        self.clock = clock
+        self.clock = clock  # read through a lambda: a test may move time by replacing it
         self.zones: TLRUCache[dns.name.Name, Delegation] = TLRUCache(
-            size, ttu=lambda _k, v, now: now + _ttu(v.ttl), timer=clock
+            size, ttu=lambda _k, v, now: now + _ttu(v.ttl), timer=lambda: self.clock()
         )
         self.hosts: TLRUCache[dns.name.Name, Host] = TLRUCache(
-            max(size * 2, 1), ttu=lambda _k, v, now: now + _ttu(v.ttl), timer=clock
+            max(size * 2, 1), ttu=lambda _k, v, now: now + _ttu(v.ttl), timer=lambda: self.clock()
         )
         self.health: LRUCache[tuple[str, dns.name.Name], Health] = LRUCache(size)
+        self.nxdomains: TLRUCache[dns.name.Name, Nxdomain] = TLRUCache(
+            max(size, 1), ttu=lambda _k, v, _now: v.until, timer=lambda: self.clock()
+        )
 
     # ------------------------------------------------------------ delegations
 
@@ -76,6 +93,26 @@ class Infra:
             deleg = self.zones.get(name)
             if deleg is not None:
                 return deleg
+            name = name.parent()
+        return None
+
+    # ------------------------------------------------------------ names that do not exist (RFC 8020)
+
+    def add_nxdomain(self, name: dns.name.Name, soa: dns.rrset.RRset) -> None:
+        """Remember that name does not exist, for the negative TTL: the lesser of the SOA's TTL and its MINIMUM
+        (RFC 2308 5), at most MAX_NEGATIVE_TTL."""
+        ttl = min(soa.ttl, soa[0].minimum, MAX_NEGATIVE_TTL)
+        if ttl > 0 and name != dns.name.root:
+            self.nxdomains[name] = Nxdomain(name, soa, ttl, self.clock() + ttl)
+
+    def nxdomain_at_or_above(self, name: dns.name.Name) -> Nxdomain | None:
+        """A remembered NXDOMAIN for name or one of its ancestors: nothing exists below it (RFC 8020 2)."""
+        if not self.nxdomains:
+            return None
+        while name != dns.name.root:  # bounded: at most 127 labels
+            cut = self.nxdomains.get(name)
+            if cut is not None:
+                return cut
             name = name.parent()
         return None
 

@@ -8,9 +8,14 @@ QNAME minimisation (RFC 9156) as Unbound does it by default (relaxed): each serv
 than the zone it serves, with QTYPE A (RFC 9156 2.1 leaves the type open; A fails least with broken servers); the
 first MINIMISE_ONE_LAB steps add one label, later ones more, so that no name costs more than MAX_MINIMISE_COUNT
 minimised queries (RFC 9156 2.3). A NOERROR (an empty non-terminal, RFC 8020, or a name with data) adds the next
-label; a referral moves down. An NXDOMAIN or another error rcode for a minimised name may come from a broken
-server that does not know about empty non-terminals (RFC 9156 3): the same servers are then asked the full name,
-whose reply is final.
+label; a referral moves down. An NXDOMAIN or another error rcode (FORMERR, NOTIMP) for a minimised name, or no
+reply from any server of the zone, may come from a broken server that does not know about empty non-terminals
+(RFC 9156 3): the same servers are then asked the full name, whose reply is final.
+
+The root's servers come from priming (RFC 8109): the first walk that starts at the root asks the hints' servers
+for `. NS` and uses that NS set and its glue until its TTL runs out; the hints stay the fallback. A name whose
+zone answered NXDOMAIN to the full name is remembered for the negative TTL: names below it are NXDOMAIN without
+asking anyone (RFC 8020 2; unlike Unbound, which does it only for DNSSEC-secure NXDOMAINs, see README).
 """
 
 from __future__ import annotations
@@ -27,9 +32,9 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 
-from dnsd.recurse.classify import DS, Kind, Verdict, classify, rcode_text, type_text, within
+from dnsd.recurse.classify import AAAA, DS, NS, Kind, Verdict, classify, rcode_text, type_text, within
 from dnsd.recurse.hints import Hints
-from dnsd.recurse.infra import Delegation, Infra
+from dnsd.recurse.infra import MAX_TTL, Delegation, Infra
 from dnsd.upstream.client import DNS_PORT, Server, UpstreamError, exchange, make_request
 
 log = logging.getLogger(__name__)
@@ -43,6 +48,9 @@ MAX_GLUELESS = 3  # NS names without an address one delegation may look up
 MAX_MINIMISE_COUNT = 10  # RFC 9156 2.3
 MINIMISE_ONE_LAB = 4  # RFC 9156 2.3
 PER_TRY = 1.0  # seconds one server has to answer (UDP, then as long again over TCP after a TC)
+PRIME_TRIES = 3  # root servers of the hints one priming asks at most (RFC 8109 3)
+PRIME_RETRY = 60.0  # seconds the hints are used after a failed priming before it is tried again
+PRIME_MIN_TTL = 60  # the primed NS set is kept at least this long (a TTL of 0 would prime for every walk)
 
 
 class WorkLimit(Exception):
@@ -61,9 +69,12 @@ class Stats:
     lame: int = 0
     errors: int = 0  # REFUSED, SERVFAIL and other error rcodes
     timeouts: int = 0  # and network errors, malformed replies
-    minimise_fallbacks: int = 0
+    minimise_fallbacks: int = 0  # minimised names that got NXDOMAIN, FORMERR, NOTIMP or no reply: asked in full
     glueless: int = 0  # NS addresses looked up
     work_limits: int = 0
+    nxdomain_cuts: int = 0  # walks answered NXDOMAIN from a remembered NXDOMAIN above the name (RFC 8020)
+    primings: int = 0  # `. NS` priming rounds (RFC 8109)
+    priming_failures: int = 0  # priming rounds that got no usable NS set: the hints were used
 
     def count(self, kind: Kind) -> None:
         if kind is Kind.ANSWER:
@@ -112,6 +123,11 @@ class Walker:
         self.per_try = PER_TRY
         self.max_sent = MAX_SENT
         self.minimise = True
+        self.prime = True  # RFC 8109
+        self.nxdomain_cut = True  # RFC 8020
+        self.root: Delegation | None = None  # the primed root NS set (or the hints, after a failed priming)
+        self.root_until = 0.0  # on the infra clock
+        self.priming = asyncio.Lock()  # one priming at a time; other walks wait for its result
 
     async def lookup(
         self, qname: dns.name.Name, qtype: int, budget: Budget, note: Note, depth: int = 0, do: bool = False
@@ -135,15 +151,71 @@ class Walker:
         note(f"recurse: more than {MAX_CHASE} CNAMEs to other zones: SERVFAIL")
         return SERVFAIL
 
-    def _start(self, name: dns.name.Name, qtype: int) -> Delegation:
+    async def _start(self, name: dns.name.Name, qtype: int, budget: Budget, note: Note) -> Delegation:
         # DS lives in the parent (RFC 4035 3.1.4.1): start above the name itself.
         where = name.parent() if qtype == DS and name != dns.name.root else name
-        return self.infra.closest(where) or self.hints
+        return self.infra.closest(where) or await self._root(budget, note)
+
+    def _root_known(self) -> Delegation | None:
+        if self.root is not None and self.infra.clock() < self.root_until:
+            return self.root
+        return None
+
+    async def _root(self, budget: Budget, note: Note) -> Delegation:
+        """The root's servers: the primed NS set while its TTL lasts, else a new priming (RFC 8109 3)."""
+        if not self.prime:
+            return self.hints
+        known = self._root_known()
+        if known is not None:
+            return known
+        try:
+            async with asyncio.timeout_at(budget.deadline):  # waiting for another walk's priming is bounded too
+                async with self.priming:
+                    return self._root_known() or await self._prime(budget, note)
+        except TimeoutError:
+            raise WorkLimit("out of time (priming)") from None
+
+    async def _prime(self, budget: Budget, note: Note) -> Delegation:
+        """Ask the hints' servers (PRIME_TRIES at most) for `. NS`: the first answer with an NS set of which a
+        name has an address becomes the root's delegation (RFC 8109 3.3); all failed: the hints, for a while."""
+        self.stats.primings += 1
+        root = dns.name.root
+        addrs = [a for _, aa in self.hints.glue for a in aa]
+        for addr in self.infra.order(addrs, root)[:PRIME_TRIES]:
+            verdict = await self._send(addr, root, root, NS, budget, note, False, False)
+            deleg = _primed(verdict, self.hints) if verdict is not None else None
+            if deleg is not None:
+                note(f"recurse: primed the root: {len(deleg.ns)} NS, {len(deleg.glue)} with addresses")
+                self.root = deleg
+                self.root_until = self.infra.clock() + min(max(deleg.ttl, PRIME_MIN_TTL), MAX_TTL)
+                return deleg
+        self.stats.priming_failures += 1
+        note("recurse: priming the root failed: using the root hints")
+        self.root = self.hints
+        self.root_until = self.infra.clock() + PRIME_RETRY
+        return self.hints
+
+    def _known_nxdomain(self, name: dns.name.Name) -> _Step | None:
+        """NXDOMAIN for a name at or below one its zone said does not exist (RFC 8020 2), with that zone's SOA
+        (its TTL what is left of the negative TTL); None when none is known."""
+        if not self.nxdomain_cut:
+            return None
+        cut = self.infra.nxdomain_at_or_above(name)
+        if cut is None:
+            return None
+        left = max(0, min(cut.ttl, int(cut.until - self.infra.clock())))
+        soa = dns.rrset.from_rdata_list(cut.soa.name, left, list(cut.soa))
+        self.stats.nxdomain_cuts += 1
+        return _Step(Verdict(Kind.NXDOMAIN, dns.rcode.NXDOMAIN, [], [soa]), cut.soa.name)
 
     async def _walk(
         self, name: dns.name.Name, qtype: int, budget: Budget, note: Note, depth: int, do: bool
     ) -> _Step | None:
-        deleg = self._start(name, qtype)
+        known = self._known_nxdomain(name)
+        if known is not None:
+            note(f"recurse: {name} is at or below a name known not to exist (RFC 8020): NXDOMAIN, nothing asked")
+            return known
+        deleg = await self._start(name, qtype, budget, note)
         minimise = self.minimise
         sname = deleg.zone  # the name last asked (minimised); the next one has more labels
         minimised = 0
@@ -156,6 +228,12 @@ class Walker:
             full = sname == name
             stype = qtype if full else A
             got = await self._ask(deleg, sname, stype, budget, note, depth, do and full, not full)
+            if got is None and not full:
+                # No server answered the minimised name: some drop what they do not understand (RFC 9156 3).
+                self.stats.minimise_fallbacks += 1
+                note(f"recurse: no reply for minimised {sname}: asking the full name")
+                minimise = False
+                continue
             if got is None:
                 return None
             verdict = got
@@ -167,6 +245,12 @@ class Walker:
                 deleg = self._adopt(verdict.referral)
                 continue
             if full:
+                if verdict.kind is Kind.NXDOMAIN and self.nxdomain_cut:
+                    # Only the reply to the full name: a broken server may say NXDOMAIN for an empty
+                    # non-terminal asked minimised (RFC 9156 3), and that must not hide the names below it.
+                    soa = next((r for r in verdict.authority if r.rdtype == dns.rdatatype.SOA), None)
+                    if soa is not None:
+                        self.infra.add_nxdomain(sname, soa)
                 return _Step(verdict, deleg.zone)
             if verdict.kind is Kind.ANSWER or verdict.kind is Kind.NODATA:
                 continue  # an empty non-terminal or a name with data, not a cut: one label more (RFC 9156 3)
@@ -282,6 +366,28 @@ class Walker:
             self.infra.failed(addr, zone)
             return None
         return verdict
+
+
+def _primed(verdict: Verdict, hints: Delegation) -> Delegation | None:
+    """The root delegation a priming answer gives: its NS set, with the addresses of the additional section (all
+    within the root's bailiwick), else the hints' addresses for the same name; None when no name has one."""
+    ns_set = next((r for r in verdict.answer if r.rdtype == NS and r.name == dns.name.root), None)
+    if verdict.kind is not Kind.ANSWER or ns_set is None:
+        return None
+    ns = tuple(rd.target for rd in ns_set)
+    ttl = ns_set.ttl
+    glue: dict[dns.name.Name, list[str]] = {}
+    for extra in verdict.additional:
+        if extra.name in ns and extra.rdtype in (A, AAAA):
+            glue.setdefault(extra.name, []).extend(rd.address for rd in extra)
+            ttl = min(ttl, extra.ttl)
+    from_hints = dict(hints.glue)
+    for name in ns:
+        if name not in glue and name in from_hints:
+            glue[name] = list(from_hints[name])
+    if not glue:
+        return None
+    return Delegation(dns.name.root, ns, tuple((n, tuple(a)) for n, a in glue.items()), ttl)
 
 
 @dataclass(slots=True)

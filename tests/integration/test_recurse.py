@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dns.exception
 import dns.flags
 import dns.message
 import pytest
@@ -18,6 +19,7 @@ from support.hierarchy import (
     DEAD_IP,
     HOSTING_IP,
     LEAF_IP,
+    ROOT2_IP,
     ROOT_IP,
     SILENT_IP,
     SITE_IP,
@@ -31,6 +33,7 @@ from dnsd.errors import DnsdError
 
 pytestmark = pytest.mark.skipif(can_bind_53() is not None, reason=can_bind_53() or "")
 
+ROOTS = (ROOT_IP, ROOT2_IP)
 DATA = Path(__file__).resolve().parent.parent / "data" / "recurse"
 
 
@@ -129,7 +132,14 @@ CASES = [
 
 
 def _ask(addr: tuple[str, int] | DnsdHandle, case: Case) -> dns.message.Message:
-    return query(addr, case.qname, case.qtype, tcp=case.tcp, timeout=6)
+    if isinstance(addr, DnsdHandle):
+        return query(addr, case.qname, case.qtype, tcp=case.tcp, timeout=6)
+    # Unbound, the reference, sometimes drops the client's query while it backs off from the dead and silent
+    # servers: a client would ask again, and so do we (once).
+    try:
+        return query(addr, case.qname, case.qtype, tcp=case.tcp, timeout=6)
+    except dns.exception.Timeout:
+        return query(addr, case.qname, case.qtype, tcp=case.tcp, timeout=6)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
@@ -156,12 +166,14 @@ def _ttl_of(theirs: set[str], ours: set[str]) -> set[str]:
 
 
 def test_qname_minimisation(resolver: DnsdHandle, hierarchy: Hierarchy) -> None:
-    """RFC 9156: the root is asked for `test.` only, the TLD for `example.test.` only; the leaf gets the full
-    name and type."""
+    """RFC 9156: after priming (`. NS` to the hints' server), a root server is asked for `test.` only, the TLD
+    for `example.test.` only; the leaf gets the full name and type."""
     assert rcode_text(query(resolver, "www.example.test.", "A")) == "NOERROR"
-    asked = {ip: {(q.qname, q.qtype) for q in hierarchy.queries(ip)} for ip in (ROOT_IP, TEST_IP, LEAF_IP)}
+    roots = [(q.server, q.qname, q.qtype) for q in hierarchy.queries() if q.server in ROOTS]
+    assert roots[0] == (ROOT_IP, ".", "NS")
+    assert [(q, t) for _, q, t in roots[1:]] == [("test.", "A")]
+    asked = {ip: {(q.qname, q.qtype) for q in hierarchy.queries(ip)} for ip in (TEST_IP, LEAF_IP)}
     assert asked == {
-        ROOT_IP: {("test.", "A")},
         TEST_IP: {("example.test.", "A")},
         LEAF_IP: {("www.example.test.", "A")},
     }
@@ -255,7 +267,7 @@ def _resolve(h: DnsdHandle, name: str, rdtype: str, trace: list[str] | None = No
 def test_cluster_domain_is_never_asked_outside(resolver: DnsdHandle, hierarchy: Hierarchy) -> None:
     assert _resolve(resolver, "nothere.svc.cluster.local.", "A") is None  # the chain answers it, never upstream
     assert _resolve(resolver, "www.example.test.", "A") is not None
-    assert {q.qname for q in hierarchy.queries()} == {"test.", "example.test.", "www.example.test."}
+    assert {q.qname for q in hierarchy.queries()} == {".", "test.", "example.test.", "www.example.test."}
 
 
 def test_over_max_concurrent_is_transient_servfail(resolver: DnsdHandle) -> None:
@@ -267,8 +279,9 @@ def test_over_max_concurrent_is_transient_servfail(resolver: DnsdHandle) -> None
 def test_trace_names_each_server_asked(resolver: DnsdHandle) -> None:
     trace: list[str] = []
     assert _resolve(resolver, "www.example.test.", "A", trace).rcode == 0
-    asked = [line for line in trace if " asked " in line]
+    asked = [line.replace(ROOT2_IP, ROOT_IP) for line in trace if " asked " in line]  # either root server
     assert asked == [
+        f"recurse: {ROOT_IP} asked . NS -> answer (2 RRs)",
         f"recurse: {ROOT_IP} asked test. A (minimised) -> referral to test. (1 NS, 1 glue)",
         f"recurse: {TEST_IP} asked example.test. A (minimised) -> referral to example.test. (1 NS, 1 glue)",
         f"recurse: {LEAF_IP} asked www.example.test. A -> answer (1 RRs)",

@@ -32,11 +32,13 @@ import dns.query
 import dns.rdatatype
 
 from support import query, wait_until
+from support.broken import BrokenServer, BrokenZone
 from support.nsd import Nsd, free_port, nsd_binary
 
 BACKEND_PORT = 5300  # where NSD listens, on its own address, when the logging proxy holds port 53
 
-ROOT_IP = "127.53.0.1"
+ROOT_IP = "127.53.0.1"  # a.root-servers.net, the only root server in the hints file
+ROOT2_IP = "127.53.0.2"  # b.root-servers.net: only in the root zone's NS set, learnt by priming (RFC 8109)
 TEST_IP, EXAMPLE_IP, NET_IP = "127.53.1.1", "127.53.1.2", "127.53.1.3"
 LEAF_IP = "127.53.2.1"  # example.test.
 SITE_IP = "127.53.2.2"  # site.example.; it REFUSES lame.test. (it does not serve it)
@@ -44,6 +46,7 @@ HOSTING_IP = "127.53.2.3"  # glueless.test., lame.test., silent.test.
 HOSTING_NS_IP = "127.53.2.4"  # hosting.net.
 DEAD_IP = "127.53.9.1"  # nothing listens: ICMP port unreachable
 SILENT_IP = "127.53.9.2"  # a socket that reads and never answers
+BROKEN_IP = "127.53.4.1"  # support.broken: nxent.test., formerr.test., notimp.test., drop.test.
 EXTRA_BASE = "127.53.3."  # the extra leaves (Hierarchy(leaves=...)): .1, .2, ...
 
 SOA = "{origin}. 3600 IN SOA ns1.{origin}. hostmaster.{origin}. 1 3600 900 604800 300"
@@ -51,7 +54,9 @@ SOA = "{origin}. 3600 IN SOA ns1.{origin}. hostmaster.{origin}. 1 3600 900 60480
 ROOT_ZONE = f"""\
 . 86400 IN SOA a.root-servers.net. nstld.root-servers.net. 1 1800 900 604800 86400
 . 518400 IN NS a.root-servers.net.
+. 518400 IN NS b.root-servers.net.
 a.root-servers.net. 518400 IN A {ROOT_IP}
+b.root-servers.net. 518400 IN A {ROOT2_IP}
 test. 172800 IN NS ns1.nic.test.
 ns1.nic.test. 172800 IN A {TEST_IP}
 example. 172800 IN NS ns1.nic.example.
@@ -78,7 +83,10 @@ silent.test. 3600 IN NS ns-good.silent.test.
 ns-silent.silent.test. 3600 IN A {SILENT_IP}
 ns-good.silent.test. 3600 IN A {HOSTING_IP}
 loop.test. 3600 IN NS ns.loop.example.
-"""
+""" + "".join(
+    f"{z}.test. 3600 IN NS ns.{z}.test.\nns.{z}.test. 3600 IN A {BROKEN_IP}\n"
+    for z in ("nxent", "formerr", "notimp", "drop")
+)
 
 EXAMPLE_ZONE = f"""\
 example. 3600 IN SOA ns1.nic.example. hostmaster.nic.example. 1 3600 900 604800 300
@@ -94,6 +102,7 @@ net. 3600 IN SOA a.nic.net. hostmaster.nic.net. 1 3600 900 604800 300
 net. 3600 IN NS a.nic.net.
 a.nic.net. 3600 IN A {NET_IP}
 a.root-servers.net. 3600 IN A {ROOT_IP}
+b.root-servers.net. 3600 IN A {ROOT2_IP}
 hosting.net. 3600 IN NS ns1.hosting.net.
 ns1.hosting.net. 3600 IN A {HOSTING_NS_IP}
 """
@@ -126,6 +135,7 @@ www.example.test. 3600 IN A 192.0.2.1
 a.b.example.test. 3600 IN A 192.0.2.2
 alias.example.test. 3600 IN CNAME www.site.example.
 inzone.example.test. 3600 IN CNAME www.example.test.
+dangling.example.test. 3600 IN CNAME x.nothere.site.example.
 big.example.test. 3600 IN TXT {" ".join(f'"{chr(97 + i) * 200}"' for i in range(BIG_STRINGS))}
 """ + _chain("example.test")
 
@@ -162,6 +172,32 @@ ns-good.silent.test. 3600 IN A {HOSTING_IP}
 www.silent.test. 3600 IN A 192.0.2.40
 """
 
+# The broken server's zones (support.broken): each has names below empty non-terminals; nxent.test also delegates
+# deep.x.nxent.test (below the empty non-terminal x) to HOSTING_IP.
+BROKEN_FAULTS = {"nxent": "nxdomain", "formerr": "formerr", "notimp": "notimp", "drop": "drop"}
+BROKEN_ADDRESS = {"nxent": "192.0.2.51", "formerr": "192.0.2.53", "notimp": "192.0.2.54", "drop": "192.0.2.55"}
+
+
+def broken_zone(name: str) -> str:
+    origin = f"{name}.test"
+    text = f"""\
+{SOA.format(origin=origin)}
+{origin}. 3600 IN NS ns.{origin}.
+ns.{origin}. 3600 IN A {BROKEN_IP}
+www.a.b.{origin}. 3600 IN A {BROKEN_ADDRESS[name]}
+"""
+    if name == "nxent":
+        text += f"deep.x.{origin}. 3600 IN NS ns.deep.x.{origin}.\nns.deep.x.{origin}. 3600 IN A {HOSTING_IP}\n"
+    return text
+
+
+DEEP_ZONE = f"""\
+{SOA.format(origin="deep.x.nxent.test")}
+deep.x.nxent.test. 3600 IN NS ns.deep.x.nxent.test.
+ns.deep.x.nxent.test. 3600 IN A {HOSTING_IP}
+www.deep.x.nxent.test. 3600 IN A 192.0.2.52
+"""
+
 HOSTING_NET_ZONE = f"""\
 {SOA.format(origin="hosting.net")}
 hosting.net. 3600 IN NS ns1.hosting.net.
@@ -172,18 +208,25 @@ ns.hosting.net. 3600 IN A {HOSTING_IP}
 # server address -> {zone origin ("." for the root): zone text}
 SERVERS: dict[str, dict[str, str]] = {
     ROOT_IP: {".": ROOT_ZONE},
+    ROOT2_IP: {".": ROOT_ZONE},
     TEST_IP: {"test": TEST_ZONE},
     EXAMPLE_IP: {"example": EXAMPLE_ZONE},
     NET_IP: {"net": NET_ZONE},
     LEAF_IP: {"example.test": LEAF_ZONE},
     SITE_IP: {"site.example": SITE_ZONE},
-    HOSTING_IP: {"glueless.test": GLUELESS_ZONE, "lame.test": LAME_ZONE, "silent.test": SILENT_ZONE},
+    HOSTING_IP: {
+        "glueless.test": GLUELESS_ZONE,
+        "lame.test": LAME_ZONE,
+        "silent.test": SILENT_ZONE,
+        "deep.x.nxent.test": DEEP_ZONE,
+    },
     HOSTING_NS_IP: {"hosting.net": HOSTING_NET_ZONE},
 }
 
 
 def root_hints_text() -> str:
-    """A named.root for the hierarchy: one root server, a.root-servers.net at ROOT_IP."""
+    """A named.root for the hierarchy: one root server, a.root-servers.net at ROOT_IP (the root zone also names
+    b.root-servers.net: a resolver that primes learns it)."""
     return f".  3600000  NS  a.root-servers.net.\na.root-servers.net.  3600000  A  {ROOT_IP}\n"
 
 
@@ -356,6 +399,7 @@ class Hierarchy:
         self._lock = threading.Lock()
         self._nsds: list[Nsd] = []
         self._proxies: list[QueryProxy] = []
+        self._broken: BrokenServer | None = None
 
     def __enter__(self) -> Hierarchy:
         try:
@@ -380,6 +424,8 @@ class Hierarchy:
             for ip in self.servers:
                 self._proxies.append(QueryProxy(ip, self.log, self._lock))
         self._proxies.append(QueryProxy(SILENT_IP, self.log, self._lock, silent=True))
+        zones = [BrokenZone(f"{n}.test.", fault, broken_zone(n)) for n, fault in BROKEN_FAULTS.items()]
+        self._broken = BrokenServer(BROKEN_IP, zones, self._record)
         for nsd, zones in zip(self._nsds, self.servers.values(), strict=True):
             self._wait(nsd, zones)
 
@@ -407,7 +453,14 @@ class Hierarchy:
 
         wait_until(serving, timeout=20)
 
+    def _record(self, server: str, qname: str, qtype: str, transport: str) -> None:
+        with self._lock:
+            self.log.append(Logged(server, qname, qtype, transport))
+
     def close(self) -> None:
+        if self._broken is not None:
+            self._broken.stop()
+            self._broken = None
         for proxy in self._proxies:
             proxy.stop()
         for nsd in self._nsds:
