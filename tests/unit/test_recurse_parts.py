@@ -17,7 +17,7 @@ from dnsd.errors import DnsdError
 from dnsd.recurse.classify import Kind, classify
 from dnsd.recurse.hints import load_hints, parse_hints
 from dnsd.recurse.infra import DOWN_FOR, Delegation, Infra
-from dnsd.recurse.walk import _next_name
+from dnsd.recurse.walk import _next_name, _primed
 
 N = dns.name.from_text
 
@@ -237,3 +237,60 @@ def test_infra_prefers_fast_servers() -> None:
     infra.answered("127.0.0.1", zone, 1.5)
     infra.answered("127.0.0.2", zone, 0.01)
     assert {infra.order(["127.0.0.1", "127.0.0.2"], zone)[0] for _ in range(20)} == {"127.0.0.2"}
+
+
+@pytest.mark.parametrize(
+    ("soa_ttl", "minimum", "keep"),
+    [(3600, 300, 300), (120, 300, 120), (86400, 86400, 3600), (0, 300, 0)],
+    ids=["minimum", "soa-ttl", "capped", "zero"],
+)
+def test_infra_nxdomain_cut_lasts_the_negative_ttl(soa_ttl: int, minimum: int, keep: int) -> None:
+    """RFC 2308 5: the lesser of the SOA's TTL and MINIMUM, at most an hour; names below the cut are covered."""
+    clock = Clock()
+    infra = Infra(clock)
+    soa = dns.rrset.from_text("example.test.", soa_ttl, "IN", "SOA", f"ns1 host 1 3600 900 604800 {minimum}")
+    infra.add_nxdomain(N("gone.example.test."), soa)
+    for name, covered in (("gone.example.test.", True), ("a.b.gone.example.test.", True), ("example.test.", False)):
+        assert (infra.nxdomain_at_or_above(N(name)) is not None) is (covered and keep > 0), name
+    clock.now += keep - 1
+    assert (infra.nxdomain_at_or_above(N("x.gone.example.test.")) is not None) is (keep > 1)
+    clock.now += 2
+    assert infra.nxdomain_at_or_above(N("x.gone.example.test.")) is None
+
+
+HINTS = Delegation(N("."), (N("a.root."),), ((N("a.root."), ("127.53.0.1",)),), 0)
+
+
+@pytest.mark.parametrize(
+    ("name", "msg", "want"),
+    [
+        (
+            "ns-and-glue",
+            reply(".", "NS", aa=True, answer=". 518400 IN NS a.root.\n. 518400 IN NS b.root.",
+                  additional="a.root. 518400 IN A 127.53.0.1\nb.root. 3600 IN A 127.53.0.2"),
+            ("a.root. b.root.", {"a.root.": ("127.53.0.1",), "b.root.": ("127.53.0.2",)}, 3600),
+        ),
+        (
+            "no-glue-uses-the-hints-address",
+            reply(".", "NS", aa=True, answer=". 518400 IN NS a.root.\n. 518400 IN NS b.root."),
+            ("a.root. b.root.", {"a.root.": ("127.53.0.1",)}, 518400),
+        ),
+        ("no-address-at-all", reply(".", "NS", aa=True, answer=". 518400 IN NS c.root."), None),
+        ("no-ns-set", reply(".", "NS", aa=True, authority=". 86400 IN SOA a.root. h.root. 1 1 1 1 1"), None),
+        ("refused", reply(".", "NS", rcode=dns.rcode.REFUSED), None),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)  # fmt: skip
+def test_priming_answer(
+    name: str, msg: dns.message.Message, want: tuple[str, dict[str, tuple[str, ...]], int] | None
+) -> None:
+    """RFC 8109 3.3: the NS set of the answer and the addresses of the additional section."""
+    got = _primed(classify(msg, N("."), N("."), 2), HINTS)
+    if want is None:
+        assert got is None
+        return
+    assert got is not None
+    ns, glue, ttl = want
+    assert " ".join(n.to_text() for n in got.ns) == ns
+    assert {n.to_text(): a for n, a in got.glue} == glue
+    assert got.ttl == ttl
