@@ -16,12 +16,16 @@ The root's servers come from priming (RFC 8109): the first walk that starts at t
 for `. NS` and uses that NS set and its glue until its TTL runs out; the hints stay the fallback. A name whose
 zone answered NXDOMAIN to the full name is remembered for the negative TTL: names below it are NXDOMAIN without
 asking anyone (RFC 8020 2; unlike Unbound, which does it only for DNSSEC-secure NXDOMAINs, see README).
+
+IPv6 servers are asked only when this host has an IPv6 route (`can_use_ipv6`); then the AAAA records of a glueless
+NS name are looked up as well as its A records.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -51,6 +55,17 @@ PER_TRY = 1.0  # seconds one server has to answer (UDP, then as long again over 
 PRIME_TRIES = 3  # root servers of the hints one priming asks at most (RFC 8109 3)
 PRIME_RETRY = 60.0  # seconds the hints are used after a failed priming before it is tried again
 PRIME_MIN_TTL = 60  # the primed NS set is kept at least this long (a TTL of 0 would prime for every walk)
+
+
+def can_use_ipv6() -> bool:
+    """Whether this host can reach IPv6 servers: a UDP socket connects to a global IPv6 address (a route lookup
+    only, nothing is sent; 2001:db8::/32 is the documentation prefix, RFC 3849)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.connect(("2001:db8::53", DNS_PORT))
+    except OSError:
+        return False
+    return True
 
 
 class WorkLimit(Exception):
@@ -124,6 +139,7 @@ class Walker:
         self.max_sent = MAX_SENT
         self.minimise = True
         self.prime = True  # RFC 8109
+        self.ipv6 = can_use_ipv6()  # else IPv6 addresses are skipped and no AAAA is looked up for NS names
         self.nxdomain_cut = True  # RFC 8020
         self.root: Delegation | None = None  # the primed root NS set (or the hints, after a failed priming)
         self.root_until = 0.0  # on the infra clock
@@ -181,10 +197,10 @@ class Walker:
         self.stats.primings += 1
         root = dns.name.root
         addrs = [a for _, aa in self.hints.glue for a in aa]
-        for addr in self.infra.order(addrs, root)[:PRIME_TRIES]:
+        for addr in self.infra.order(self._usable(addrs), root)[:PRIME_TRIES]:
             verdict = await self._send(addr, root, root, NS, budget, note, False, False)
             deleg = _primed(verdict, self.hints) if verdict is not None else None
-            if deleg is not None:
+            if deleg is not None and self._usable([a for _, aa in deleg.glue for a in aa]):
                 note(f"recurse: primed the root: {len(deleg.ns)} NS, {len(deleg.glue)} with addresses")
                 self.root = deleg
                 self.root_until = self.infra.clock() + min(max(deleg.ttl, PRIME_MIN_TTL), MAX_TTL)
@@ -287,7 +303,7 @@ class Walker:
         tried: set[str] = set()
         addrs = [a for _, aa in deleg.glue for a in aa]
         addrs += [a for ns in deleg.ns for a in self.infra.addresses(ns)]
-        for addr in self.infra.order(addrs, deleg.zone):
+        for addr in self.infra.order(self._usable(addrs), deleg.zone):
             tried.add(addr)
             verdict = await self._send(addr, deleg.zone, sname, stype, budget, note, do, minimised)
             if verdict is not None:
@@ -296,12 +312,12 @@ class Walker:
         for ns in deleg.ns:
             if looked >= MAX_GLUELESS or self.infra.addresses(ns):
                 continue  # enough looked up; or its addresses were tried above
-            if within(ns, deleg.zone) or depth >= MAX_DEPTH or (ns, A) in budget.active:
+            if within(ns, deleg.zone) or depth >= MAX_DEPTH or {(ns, A), (ns, AAAA)} & budget.active:
                 continue  # in-zone without glue cannot be reached; too deep; already being looked up (a loop)
             looked += 1
             self.stats.glueless += 1
             note(f"recurse: looking up the address of {ns} (NS of {deleg.zone})")
-            for addr in self.infra.order(await self._host(ns, budget, note, depth + 1), deleg.zone):
+            for addr in self.infra.order(self._usable(await self._host(ns, budget, note, depth + 1)), deleg.zone):
                 if addr in tried:
                     continue
                 tried.add(addr)
@@ -311,16 +327,24 @@ class Walker:
         note(f"recurse: no server of {deleg.zone} answered {sname} {type_text(stype)}")
         return None
 
+    def _usable(self, addrs: list[str]) -> list[str]:
+        return addrs if self.ipv6 else [a for a in addrs if ":" not in a]
+
     async def _host(self, ns: dns.name.Name, budget: Budget, note: Note, depth: int) -> list[str]:
-        """The IPv4 addresses of a name server, looked up with this query's budget and remembered."""
-        budget.active.add((ns, A))
-        try:
-            out = await self.lookup(ns, A, budget, note, depth)
-        finally:
-            budget.active.discard((ns, A))
-        addrs = [rd.address for r in out.answer if r.rdtype == A for rd in r]
-        ttl = min((r.ttl for r in out.answer), default=0)
-        self.infra.add_host(ns, addrs, ttl)
+        """The addresses of a name server (A, and AAAA when IPv6 can be used), looked up with this query's budget
+        and remembered."""
+        addrs: list[str] = []
+        ttl: int | None = None
+        for rdtype in (A, AAAA) if self.ipv6 else (A,):
+            budget.active.add((ns, rdtype))
+            try:
+                out = await self.lookup(ns, rdtype, budget, note, depth)
+            finally:
+                budget.active.discard((ns, rdtype))
+            found = [r for r in out.answer if r.rdtype == rdtype]
+            addrs += [rd.address for r in found for rd in r]
+            ttl = min([r.ttl for r in found] + ([ttl] if ttl is not None else []), default=ttl)
+        self.infra.add_host(ns, addrs, ttl or 0)
         return addrs
 
     async def _send(

@@ -15,7 +15,7 @@ import dns.message
 import dns.name
 import pytest
 from support import FIXTURE_CLUSTER, DnsdHandle, assert_section, base_config, query, rcode_text, rr_lines
-from support.hierarchy import BROKEN_IP, LEAF_IP, ROOT2_IP, ROOT_IP, Hierarchy, can_bind_53, unbound
+from support.hierarchy import BROKEN_IP, LEAF_IP, ROOT2_IP, ROOT_IP, V6_IP, Hierarchy, can_bind_53, unbound
 
 pytestmark = pytest.mark.skipif(can_bind_53() is not None, reason=can_bind_53() or "")
 
@@ -189,3 +189,28 @@ def test_failed_priming_falls_back_to_the_hints(
         assert rcode_text(query(h, f"n{_}.example.", "A")) == "SERVFAIL"  # the leaf refuses everything above it
     stats = h.app.recursor.stats
     assert (stats.primings, stats.priming_failures) == (1, 1)
+
+
+# ---------------------------------------------------------------- IPv6: AAAA for glueless NS names
+
+
+@pytest.mark.parametrize("ipv6", [True, False], ids=["ipv6", "ipv4-only"])
+def test_aaaa_of_a_glueless_ns_name(resolver: DnsdHandle, hierarchy: Hierarchy, ipv6: bool) -> None:
+    """v6only.test.'s one NS name has an AAAA record only: with IPv6, dnsd looks it up and asks ::1; without,
+    it asks no AAAA and no IPv6 server (not even one it knows), and the name cannot be resolved."""
+    if not hierarchy.ipv6:
+        pytest.skip("::1 cannot be bound here: the IPv6 server of the hierarchy is not started")
+    resolver.app.recursor.walker.ipv6 = ipv6
+    if not ipv6:  # even a known IPv6 address of the NS name is not asked
+        resolver.app.recursor.infra.add_host(dns.name.from_text("ns-v6.hosting.net."), [V6_IP], 3600)
+    reply = query(resolver, "www.v6only.test.", "A", timeout=6)
+    asked = {(q.qname, q.qtype) for q in hierarchy.queries()}
+    if ipv6:
+        assert rcode_text(reply) == "NOERROR"
+        assert_section(reply.answer, "www.v6only.test. 3600 IN A 192.0.2.60", "answer")
+        assert ("ns-v6.hosting.net.", "AAAA") in asked
+        assert [(q.qname, q.qtype) for q in hierarchy.queries(V6_IP)] == [("www.v6only.test.", "A")]
+    else:
+        assert rcode_text(reply) == "SERVFAIL"
+        assert ("ns-v6.hosting.net.", "AAAA") not in asked
+        assert hierarchy.queries(V6_IP) == []

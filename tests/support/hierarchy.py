@@ -46,6 +46,7 @@ HOSTING_IP = "127.53.2.3"  # glueless.test., lame.test., silent.test.
 HOSTING_NS_IP = "127.53.2.4"  # hosting.net.
 DEAD_IP = "127.53.9.1"  # nothing listens: ICMP port unreachable
 SILENT_IP = "127.53.9.2"  # a socket that reads and never answers
+V6_IP = "::1"  # v6only.test., whose NS ns-v6.hosting.net. has an AAAA record only (when ::1 can be bound)
 BROKEN_IP = "127.53.4.1"  # support.broken: nxent.test., formerr.test., notimp.test., drop.test.
 EXTRA_BASE = "127.53.3."  # the extra leaves (Hierarchy(leaves=...)): .1, .2, ...
 
@@ -83,6 +84,7 @@ silent.test. 3600 IN NS ns-good.silent.test.
 ns-silent.silent.test. 3600 IN A {SILENT_IP}
 ns-good.silent.test. 3600 IN A {HOSTING_IP}
 loop.test. 3600 IN NS ns.loop.example.
+v6only.test. 3600 IN NS ns-v6.hosting.net.
 """ + "".join(
     f"{z}.test. 3600 IN NS ns.{z}.test.\nns.{z}.test. 3600 IN A {BROKEN_IP}\n"
     for z in ("nxent", "formerr", "notimp", "drop")
@@ -203,6 +205,13 @@ HOSTING_NET_ZONE = f"""\
 hosting.net. 3600 IN NS ns1.hosting.net.
 ns1.hosting.net. 3600 IN A {HOSTING_NS_IP}
 ns.hosting.net. 3600 IN A {HOSTING_IP}
+ns-v6.hosting.net. 3600 IN AAAA {V6_IP}
+"""
+
+V6ONLY_ZONE = f"""\
+{SOA.format(origin="v6only.test")}
+v6only.test. 3600 IN NS ns-v6.hosting.net.
+www.v6only.test. 3600 IN A 192.0.2.60
 """
 
 # server address -> {zone origin ("." for the root): zone text}
@@ -242,7 +251,8 @@ NSD_CONF = """\
 server:
   ip-address: {ip}@{port}
   port: {port}
-  do-ip6: no
+  do-ip6: {ip6}
+  do-ip4: {ip4}
   username: ""
   chroot: ""
   zonesdir: "{work}"
@@ -283,9 +293,10 @@ class QueryProxy:
         self.lock = lock
         self.silent = silent
         self.backend = (ip, BACKEND_PORT)
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        self.udp = socket.socket(family, socket.SOCK_DGRAM)
         self.udp.bind((ip, 53))
-        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.tcp = socket.socket(family, socket.SOCK_STREAM)
         self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.tcp.bind((ip, 53))
         self.tcp.listen(64)
@@ -317,7 +328,7 @@ class QueryProxy:
                     self.pool.submit(self._relay_tcp, conn)
 
     def _relay_udp(self, data: bytes, addr: tuple[str, int]) -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        with socket.socket(self.udp.family, socket.SOCK_DGRAM) as s:
             s.settimeout(2)
             s.sendto(data, self.backend)
             with contextlib.suppress(OSError):
@@ -371,6 +382,16 @@ def _recv(sock: socket.socket, n: int) -> bytes | None:
     return buf
 
 
+def ipv6_loopback() -> bool:
+    """Whether ::1 can be bound here (a namespace or container may have no IPv6 at all)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind((V6_IP, 0))
+    except OSError:
+        return False
+    return True
+
+
 def can_bind_53() -> str | None:
     """Why the hierarchy cannot run here (None when it can): it binds port 53 on 127.53.x.y, which needs root."""
     if os.geteuid() != 0:
@@ -394,6 +415,9 @@ class Hierarchy:
             test_zone += f"{origin}. 3600 IN NS ns1.{origin}.\nns1.{origin}. 3600 IN A {ip}\n"
             self.servers[ip] = {origin: text + f"ns1.{origin}. 3600 IN A {ip}\n"}
         self.servers[TEST_IP]["test"] = test_zone
+        self.ipv6 = ipv6_loopback()
+        if self.ipv6:
+            self.servers[V6_IP] = {"v6only.test": V6ONLY_ZONE}
         self.root_hints = work / "root.hints"
         self.log: list[Logged] = []
         self._lock = threading.Lock()
@@ -430,9 +454,10 @@ class Hierarchy:
             self._wait(nsd, zones)
 
     def _launch(self, ip: str, port: int, zones: dict[str, str]) -> Nsd:
-        work = self.work / ip
+        work = self.work / ip.replace(":", "_")
         work.mkdir(parents=True, exist_ok=True)
-        conf = NSD_CONF.format(ip=ip, port=port, work=work)
+        v6 = ":" in ip
+        conf = NSD_CONF.format(ip=ip, port=port, work=work, ip6="yes" if v6 else "no", ip4="no" if v6 else "yes")
         for origin, text in zones.items():
             path = work / ("root.zone" if origin == "." else f"{origin}.zone")
             path.write_text(text)
