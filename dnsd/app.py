@@ -17,6 +17,8 @@ from dnsd.engine.chain import Chain
 from dnsd.engine.engine import Engine
 from dnsd.errors import DnsdError
 from dnsd.forward.link import make_forwarder
+from dnsd.http.server import HttpServer
+from dnsd.observe.metrics import Metrics
 from dnsd.proto.answer import Labels
 from dnsd.recurse.link import make_recursor
 from dnsd.sources.base import Source
@@ -98,6 +100,20 @@ class App:
         self.server = DnsServer(self.engine, cfg.listen, cfg.tcp, batch_io)
         self.source = make_source(cfg, self.store)
         self.dns_addresses: list[tuple[str, int]] = []
+        self.metrics = Metrics(self)
+        self.http = HttpServer(self, cfg.http) if cfg.http is not None else None
+        self.started = False  # the first load of every source and zone directory is done
+        self.draining = False  # SIGTERM: not ready any more, still answering (the lameduck period)
+
+    def not_ready(self) -> list[str]:
+        """Why /ready says 503: empty once every source has synced and every zone file is loaded, while not
+        draining."""
+        reasons: list[str] = []
+        if not self.started:
+            reasons.append("the sources and zone files are still being loaded")
+        if self.draining:
+            reasons.append("draining: dnsd is stopping")
+        return reasons
 
     def _make_cache(self, cfg: Config) -> CacheLink | None:
         """The answer cache in front of the forward or recurse link; none without either, or with size 0."""
@@ -112,10 +128,12 @@ class App:
         return self.records.zone_of(name) is not None or self.zone_link.zone_of(name) is not None
 
     async def start(self) -> None:
-        # Listen first: until the store has synced, absent names get SERVFAIL rather than NXDOMAIN.
+        # Listen first: until the store has synced, absent names get SERVFAIL rather than NXDOMAIN; /ready says 503.
         await self.server.start()
         self.dns_addresses = list(self.server.addresses)
         try:
+            if self.http is not None:
+                await self.http.start()
             await self.source.start()
             if self.zone_source is not None:
                 await self.zone_source.start()  # nothing from the zone files is served before their first load
@@ -125,12 +143,15 @@ class App:
             if self.recursor is not None:
                 self.chain.tail.append(self.recursor)
                 self.recursor.start()
+            self.started = True
         except BaseException:
             # Failed or cancelled (SIGTERM during the first load): end what the source started, then listen no more.
             if self.zone_source is not None:
                 await self.zone_source.stop()
             await self.source.stop()
             await self.server.close()
+            if self.http is not None:
+                await self.http.close()
             raise
 
     async def resync(self) -> None:
@@ -140,6 +161,8 @@ class App:
             await self.zone_source.resync()
 
     async def stop(self) -> None:
+        if self.http is not None:
+            await self.http.close()
         if self.zone_source is not None:
             await self.zone_source.stop()
         await self.source.stop()
