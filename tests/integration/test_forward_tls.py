@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import socket
 import ssl
 import struct
@@ -33,6 +32,7 @@ import dns.rrset
 import pytest
 from support import FIXTURE_CLUSTER, DnsdHandle, assert_section, base_config, query, rcode_text, wait_until
 from support.nsd import free_port
+from support.unbound import UNBOUND, Unbound, configure_unbound
 
 from dnsd.forward.link import Forwarder
 from dnsd.upstream.tls import TlsUpstream
@@ -40,7 +40,6 @@ from dnsd.upstream.tls import TlsUpstream
 NAME = "dot.test"  # the name in Unbound's certificate
 TIMEOUT = 0.5  # forward.timeout: TLS handshakes on loopback take a few ms
 
-UNBOUND = shutil.which("unbound") or "/usr/sbin/unbound"
 pytestmark = pytest.mark.skipif(not Path(UNBOUND).exists(), reason="unbound is not installed (make setup)")
 
 LOCAL_DATA = [
@@ -110,62 +109,26 @@ def tls_ready(port: int, pki: Pki) -> bool:
         return False
 
 
-class Unbound:
-    """One Unbound process serving DoT on 127.0.0.1:port; start() and stop() by its own PID."""
-
-    def __init__(self, d: Path, pki: Pki, port: int | None = None) -> None:
-        self.dir = d
-        self.pki = pki
-        self.port = port or free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        data = "".join(f'  local-data: "{rr}"\n' for rr in LOCAL_DATA)
-        self.conf = d / "unbound.conf"
-        self.conf.write_text(
-            f"""server:
-  verbosity: 1
-  interface: 127.0.0.1@{self.port}
-  port: {self.port}
-  tls-port: {self.port}
-  tls-service-key: "{pki.key}"
-  tls-service-pem: "{pki.cert}"
-  do-ip6: no
-  chroot: ""
-  username: ""
-  directory: "{d}"
-  pidfile: "{d}/unbound.pid"
-  use-syslog: no
-  logfile: ""
-  num-threads: 1
-  so-reuseport: no
-  module-config: "iterator"
-  access-control: 127.0.0.0/8 allow
-  do-not-query-address: 0.0.0.0/0
-  do-not-query-address: ::/0
-  local-zone: "." refuse
-  local-zone: "example.test." static
-{data}remote-control:
-  control-enable: no
-"""
-        )
-
-    def start(self) -> None:
-        with open(self.dir / "log", "ab") as log:  # the child keeps its own copy of the descriptor
-            proc = subprocess.Popen([UNBOUND, "-d", "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=log)
-        self.proc = proc
-        wait_until(lambda: proc.poll() is not None or tls_ready(self.port, self.pki))
-        if proc.poll() is not None:
-            raise RuntimeError("unbound exited: " + (self.dir / "log").read_text()[-2000:])
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.proc = None
+def dot_unbound(d: Path, pki: Pki) -> Unbound:
+    """Unbound serving DoT (and plain DNS) on one free 127.0.0.1 port from LOCAL_DATA only: it never asks anyone;
+    not started yet (start() and stop() by its PID, again on the same port)."""
+    port = free_port()
+    server = [
+        f"tls-port: {port}",
+        f'tls-service-key: "{pki.key}"',
+        f'tls-service-pem: "{pki.cert}"',
+        "do-not-query-address: 0.0.0.0/0",
+        "do-not-query-address: ::/0",
+        'local-zone: "." refuse',
+        'local-zone: "example.test." static',
+        *(f'local-data: "{rr}"' for rr in LOCAL_DATA),
+    ]
+    return configure_unbound(d, port=port, ready=lambda: tls_ready(port, pki), server=server)
 
 
 @pytest.fixture(scope="module")
 def unbound(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Unbound]:
-    server = Unbound(tmp_path_factory.mktemp("unbound"), pki)
+    server = dot_unbound(tmp_path_factory.mktemp("unbound"), pki)
     server.start()
     yield server
     server.stop()
@@ -318,7 +281,7 @@ def test_verification_failure_fails_over(
 
 
 def test_server_going_away_and_back(forwarding: Callable[..., DnsdHandle], tmp_path: Path, pki: Pki) -> None:
-    server = Unbound(tmp_path, pki)
+    server = dot_unbound(tmp_path, pki)
     server.start()
     try:
         h = forwarding([dot(server.port)])

@@ -15,11 +15,20 @@ import dns.exception
 import dns.flags
 import dns.rdatatype
 import pytest
-from support import FIXTURE_CLUSTER, DnsdHandle, assert_section, base_config, query, rcode_text, wait_until
+from support import (
+    FIXTURE_CLUSTER,
+    DnsdHandle,
+    assert_section,
+    base_config,
+    query,
+    rcode_text,
+    stop_process,
+    wait_until,
+)
 from support.nsd import free_port
+from support.unbound import configure_unbound
 
 DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
-UNBOUND = shutil.which("unbound") or "/usr/sbin/unbound"
 
 
 @dataclass
@@ -39,18 +48,21 @@ class Peer:
         return sum(1 for line in text.splitlines() if "query[" in line and f" {name} from " in line)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
+        stop_process(self.proc)
+
+
+def serves(port: int) -> bool:
+    """The peer answers www.example.test. (from NSD, through it): it is up and forwards."""
+    try:
+        return rcode_text(query(("127.0.0.1", port), "www.example.test.", timeout=0.3)) == "NOERROR"
+    except (dns.exception.Timeout, OSError):
+        return False
 
 
 def _wait_serving(peer: Peer) -> None:
     def up() -> bool:
         assert peer.proc.poll() is None, f"{peer.name} exited: {peer.log.read_text(errors='replace')[-2000:]}"
-        try:
-            return rcode_text(query(("127.0.0.1", peer.port), "www.example.test.", timeout=0.3)) == "NOERROR"
-        except (dns.exception.Timeout, OSError):
-            return False
+        return serves(peer.port)
 
     try:
         wait_until(up, timeout=20)
@@ -90,43 +102,20 @@ def start_dnsmasq(work: Path, nsd: str) -> Peer:
 
 
 def start_unbound(work: Path, nsd: str) -> Peer:
-    if not Path(UNBOUND).exists():
-        raise AssertionError("unbound is not installed: `make system-test-deps` installs the Debian package unbound")
-    port = free_port()
     nsd_host, nsd_port = nsd.split(":")
-    conf = work / "unbound.conf"
-    conf.write_text(
-        f"""server:
-  interface: 127.0.0.1@{port}
-  port: {port}
-  do-ip6: no
-  chroot: ""
-  username: ""
-  directory: "{work}"
-  pidfile: "{work}/unbound.pid"
-  use-syslog: no
-  logfile: ""
-  num-threads: 1
-  module-config: "iterator"
-  access-control: 127.0.0.0/8 allow
-  do-not-query-localhost: no
-  domain-insecure: "example.test."
-  local-zone: "test." nodefault  # Unbound serves the RFC 6761 name test. as an empty zone by default
-  local-zone: "upstream.test." static
-  local-data: "ok.upstream.test. 300 IN A 192.0.2.7"
-remote-control:
-  control-enable: no
-forward-zone:
-  name: "example.test."
-  forward-addr: {nsd_host}@{nsd_port}
-"""
-    )
-    log = work / "unbound.log"
-    with open(log, "ab") as err:
-        proc = subprocess.Popen([UNBOUND, "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=err)
-    peer = Peer("unbound", proc, port, log)
-    _wait_serving(peer)
-    return peer
+    server = [
+        "do-not-query-localhost: no",  # NSD is on 127.0.0.1
+        'domain-insecure: "example.test."',
+        'local-zone: "test." nodefault  # Unbound serves the RFC 6761 name test. as an empty zone by default',
+        'local-zone: "upstream.test." static',
+        'local-data: "ok.upstream.test. 300 IN A 192.0.2.7"',
+    ]
+    tail = f'forward-zone:\n  name: "example.test."\n  forward-addr: {nsd_host}@{nsd_port}\n'
+    port = free_port()
+    u = configure_unbound(work, port=port, ready=lambda: serves(port), server=server, tail=tail)
+    u.start()
+    assert u.proc is not None
+    return Peer("unbound", u.proc, u.port, u.out)
 
 
 @pytest.fixture(scope="module", params=["dnsmasq", "unbound"])

@@ -15,10 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import signal
 import socket
-import struct
-import subprocess
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,9 +28,10 @@ import dns.message
 import dns.query
 import dns.rdatatype
 
-from support import query, wait_until
+from support import read_tcp_message, tcp_frame
 from support.broken import BrokenServer, BrokenZone
-from support.nsd import Nsd, free_port, nsd_binary
+from support.nsd import Nsd, launch_nsd
+from support.unbound import running_unbound
 
 BACKEND_PORT = 5300  # where NSD listens, on its own address, when the logging proxy holds port 53
 
@@ -66,6 +64,22 @@ net. 172800 IN NS a.nic.net.
 a.nic.net. 172800 IN A {NET_IP}
 """
 
+# The NS sets (and glue) of lame.test. and silent.test.: the same in the parent (test.) and in the zones themselves
+LAME_NS = f"""\
+lame.test. 3600 IN NS ns-dead.lame.test.
+lame.test. 3600 IN NS ns-refuses.lame.test.
+lame.test. 3600 IN NS ns-good.lame.test.
+ns-dead.lame.test. 3600 IN A {DEAD_IP}
+ns-refuses.lame.test. 3600 IN A {SITE_IP}
+ns-good.lame.test. 3600 IN A {HOSTING_IP}
+"""
+SILENT_NS = f"""\
+silent.test. 3600 IN NS ns-silent.silent.test.
+silent.test. 3600 IN NS ns-good.silent.test.
+ns-silent.silent.test. 3600 IN A {SILENT_IP}
+ns-good.silent.test. 3600 IN A {HOSTING_IP}
+"""
+
 TEST_ZONE = f"""\
 test. 3600 IN SOA ns1.nic.test. hostmaster.nic.test. 1 3600 900 604800 300
 test. 3600 IN NS ns1.nic.test.
@@ -73,17 +87,7 @@ ns1.nic.test. 3600 IN A {TEST_IP}
 example.test. 3600 IN NS ns1.example.test.
 ns1.example.test. 3600 IN A {LEAF_IP}
 glueless.test. 3600 IN NS ns.hosting.net.
-lame.test. 3600 IN NS ns-dead.lame.test.
-lame.test. 3600 IN NS ns-refuses.lame.test.
-lame.test. 3600 IN NS ns-good.lame.test.
-ns-dead.lame.test. 3600 IN A {DEAD_IP}
-ns-refuses.lame.test. 3600 IN A {SITE_IP}
-ns-good.lame.test. 3600 IN A {HOSTING_IP}
-silent.test. 3600 IN NS ns-silent.silent.test.
-silent.test. 3600 IN NS ns-good.silent.test.
-ns-silent.silent.test. 3600 IN A {SILENT_IP}
-ns-good.silent.test. 3600 IN A {HOSTING_IP}
-loop.test. 3600 IN NS ns.loop.example.
+{LAME_NS}{SILENT_NS}loop.test. 3600 IN NS ns.loop.example.
 v6only.test. 3600 IN NS ns-v6.hosting.net.
 """ + "".join(
     f"{z}.test. 3600 IN NS ns.{z}.test.\nns.{z}.test. 3600 IN A {BROKEN_IP}\n"
@@ -156,22 +160,12 @@ www.glueless.test. 3600 IN A 192.0.2.20
 
 LAME_ZONE = f"""\
 {SOA.format(origin="lame.test")}
-lame.test. 3600 IN NS ns-dead.lame.test.
-lame.test. 3600 IN NS ns-refuses.lame.test.
-lame.test. 3600 IN NS ns-good.lame.test.
-ns-dead.lame.test. 3600 IN A {DEAD_IP}
-ns-refuses.lame.test. 3600 IN A {SITE_IP}
-ns-good.lame.test. 3600 IN A {HOSTING_IP}
-www.lame.test. 3600 IN A 192.0.2.30
+{LAME_NS}www.lame.test. 3600 IN A 192.0.2.30
 """
 
 SILENT_ZONE = f"""\
 {SOA.format(origin="silent.test")}
-silent.test. 3600 IN NS ns-silent.silent.test.
-silent.test. 3600 IN NS ns-good.silent.test.
-ns-silent.silent.test. 3600 IN A {SILENT_IP}
-ns-good.silent.test. 3600 IN A {HOSTING_IP}
-www.silent.test. 3600 IN A 192.0.2.40
+{SILENT_NS}www.silent.test. 3600 IN A 192.0.2.40
 """
 
 # The broken server's zones (support.broken): each has names below empty non-terminals; nxent.test also delegates
@@ -247,33 +241,6 @@ def leaf_zone(origin: str, n: int, *, ip: str = "192.0.2.1") -> str:
     return "\n".join(lines) + "\n"
 
 
-NSD_CONF = """\
-server:
-  ip-address: {ip}@{port}
-  port: {port}
-  do-ip6: {ip6}
-  do-ip4: {ip4}
-  username: ""
-  chroot: ""
-  zonesdir: "{work}"
-  pidfile: "{work}/nsd.pid"
-  database: ""
-  zonelistfile: "{work}/zone.list"
-  xfrdfile: "{work}/xfrd.state"
-  xfrdir: "{work}"
-  logfile: "{work}/nsd.log"
-  server-count: 1
-  verbosity: 1
-  hide-version: yes
-  minimal-responses: yes
-  refuse-any: no
-  rrl-ratelimit: 0
-  rrl-whitelist-ratelimit: 0
-remote-control:
-  control-enable: no
-"""
-
-
 @dataclass(frozen=True, slots=True)
 class Logged:
     """One query a server of the hierarchy received."""
@@ -340,7 +307,7 @@ class QueryProxy:
             backend: socket.socket | None = None
             try:
                 for _ in range(100):  # bounded: messages on one connection
-                    data = _read_frame(conn)
+                    data = read_tcp_message(conn)
                     if data is None:
                         return
                     self._record(data, "tcp")
@@ -348,11 +315,11 @@ class QueryProxy:
                         continue
                     if backend is None:
                         backend = socket.create_connection(self.backend, timeout=3)
-                    backend.sendall(struct.pack("!H", len(data)) + data)
-                    reply = _read_frame(backend)
+                    backend.sendall(tcp_frame(data))
+                    reply = read_tcp_message(backend)
                     if reply is None:
                         return
-                    conn.sendall(struct.pack("!H", len(reply)) + reply)
+                    conn.sendall(tcp_frame(reply))
             finally:
                 if backend is not None:
                     backend.close()
@@ -363,23 +330,6 @@ class QueryProxy:
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.udp.close()
         self.tcp.close()
-
-
-def _read_frame(sock: socket.socket) -> bytes | None:
-    head = _recv(sock, 2)
-    if head is None:
-        return None
-    return _recv(sock, struct.unpack("!H", head)[0])
-
-
-def _recv(sock: socket.socket, n: int) -> bytes | None:
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return buf
 
 
 def ipv6_loopback() -> bool:
@@ -448,35 +398,19 @@ class Hierarchy:
             for ip in self.servers:
                 self._proxies.append(QueryProxy(ip, self.log, self._lock))
         self._proxies.append(QueryProxy(SILENT_IP, self.log, self._lock, silent=True))
-        zones = [BrokenZone(f"{n}.test.", fault, broken_zone(n)) for n, fault in BROKEN_FAULTS.items()]
-        self._broken = BrokenServer(BROKEN_IP, zones, self._record)
-        for nsd, zones in zip(self._nsds, self.servers.values(), strict=True):
-            self._wait(nsd, zones)
+        broken = [BrokenZone(f"{n}.test.", fault, broken_zone(n)) for n, fault in BROKEN_FAULTS.items()]
+        self._broken = BrokenServer(BROKEN_IP, broken, self._record)
+        for nsd, origins in zip(self._nsds, self.servers.values(), strict=True):
+            nsd.wait_serving(list(origins))
 
     def _launch(self, ip: str, port: int, zones: dict[str, str]) -> Nsd:
         work = self.work / ip.replace(":", "_")
         work.mkdir(parents=True, exist_ok=True)
-        v6 = ":" in ip
-        conf = NSD_CONF.format(ip=ip, port=port, work=work, ip6="yes" if v6 else "no", ip4="no" if v6 else "yes")
+        files: dict[str, Path] = {}
         for origin, text in zones.items():
-            path = work / ("root.zone" if origin == "." else f"{origin}.zone")
-            path.write_text(text)
-            conf += f'zone:\n  name: "{origin}"\n  zonefile: "{path}"\n'
-        (work / "nsd.conf").write_text(conf)
-        proc = subprocess.Popen(
-            [nsd_binary(), "-d", "-c", str(work / "nsd.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        return Nsd(proc, (ip, port), work / "nsd.log")
-
-    def _wait(self, nsd: Nsd, zones: dict[str, str]) -> None:
-        def serving() -> bool:
-            assert nsd.proc.poll() is None, f"nsd exited: {nsd.log.read_text() if nsd.log.exists() else ''}"
-            try:
-                return all(query(nsd.addr, "." if o == "." else f"{o}.", "SOA", timeout=0.2).answer for o in zones)
-            except (dns.exception.Timeout, OSError):
-                return False
-
-        wait_until(serving, timeout=20)
+            files[origin] = work / ("root.zone" if origin == "." else f"{origin}.zone")
+            files[origin].write_text(text)
+        return launch_nsd(work, port, files, ip=ip)
 
     def _record(self, server: str, qname: str, qtype: str, transport: str) -> None:
         with self._lock:
@@ -506,61 +440,18 @@ class Hierarchy:
 
 # ---------------------------------------------------------------- Unbound, the reference resolver
 
-UNBOUND_CONF = """\
-server:
-  interface: 127.0.0.1
-  port: {port}
-  do-ip6: no
-  do-not-query-localhost: no
-  chroot: ""
-  username: ""
-  directory: "{work}"
-  pidfile: "{work}/unbound.pid"
-  use-syslog: no
-  logfile: ""
-  verbosity: 1
-  root-hints: "{hints}"
-  module-config: "iterator"
-  qname-minimisation: yes
-  access-control: 127.0.0.0/8 allow
-  local-zone: "test." nodefault
-  local-zone: "example." nodefault
-remote-control:
-  control-enable: no
-"""
-
 
 @contextlib.contextmanager
 def unbound(work: Path, hints: Path) -> Iterator[tuple[str, int]]:
     """Debian's Unbound in the foreground on 127.0.0.1 (a free port), resolving from the given root hints; yields
     its address; stopped by PID."""
-    exe = "/usr/sbin/unbound"
-    if not Path(exe).exists():
-        raise AssertionError("Unbound is not installed: `make system-test-deps` installs the Debian package unbound")
-    work.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    (work / "unbound.conf").write_text(UNBOUND_CONF.format(port=port, work=work, hints=hints))
-    out = open(work / "unbound.out", "wb")  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen([exe, "-d", "-c", str(work / "unbound.conf")], stdout=out, stderr=subprocess.STDOUT)
-    addr = ("127.0.0.1", port)
-
-    def up() -> bool:
-        assert proc.poll() is None, f"unbound exited: {(work / 'unbound.out').read_text()}"
-        try:
-            dns.query.udp(dns.message.make_query("id.server.", "TXT", "CH"), addr[0], port=addr[1], timeout=0.2)
-        except (dns.exception.Timeout, OSError):
-            return False
-        return True
-
-    try:
-        wait_until(up, timeout=20)
-        yield addr
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        out.close()
+    server = [
+        f'root-hints: "{hints}"',
+        "qname-minimisation: yes",
+        "do-not-query-localhost: no",  # the hierarchy is on 127.53.x.y
+        # test. and example. are among Unbound's built-in local zones (RFC 6761): resolve them like any other
+        'local-zone: "test." nodefault',
+        'local-zone: "example." nodefault',
+    ]
+    with running_unbound(work, server=server) as u:
+        yield u.addr

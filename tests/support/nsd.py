@@ -5,24 +5,25 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import signal
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dns.exception
 
-from support import REPO, query, wait_until
+from support import REPO, query, stop_process, wait_until
 
 FORWARD_ZONE = REPO / "tests" / "data" / "forward" / "example.test.zone"
 
 NSD_CONF = """\
 server:
-  ip-address: 127.0.0.1@{port}
+  ip-address: {ip}@{port}
   port: {port}
-  do-ip6: no
+  do-ip4: {ip4}
+  do-ip6: {ip6}
   username: ""
   chroot: ""
   zonesdir: "{work}"
@@ -33,14 +34,58 @@ server:
   xfrdir: "{work}"
   logfile: "{work}/nsd.log"
   server-count: 1
-  verbosity: 1
+  verbosity: {verbosity}
   hide-version: yes
   minimal-responses: {minimal}
-  rrl-ratelimit: 0  # no response rate limiting: tests ask NSD many times from one address
+  refuse-any: no
+  rrl-ratelimit: 0  # no response rate limiting: tests and benchmarks ask NSD many times from one address
   rrl-whitelist-ratelimit: 0
 remote-control:
   control-enable: no
 """
+
+# what an earlier run in the same directory leaves behind (the bench reuses bench/out/...)
+STATE_FILES = ("nsd.pid", "nsd.log", "xfrd.state", "zone.list")
+
+
+def nsd_conf(
+    work: Path,
+    port: int,
+    zones: Mapping[str, Path],
+    *,
+    ip: str = "127.0.0.1",
+    verbosity: int = 1,
+    minimal: bool = True,
+    note: str = "",
+) -> str:
+    """NSD's config: one server process on ip@port (IPv4 or IPv6 only, as ip is), its files in work, serving zones
+    ({origin: zone file}); no chroot, no remote control, no rate limiting. minimal: minimal-responses (no NS in the
+    authority section of positive answers, as dnsd and CoreDNS). note: a comment line at the top."""
+    v6 = ":" in ip
+    text = f"# {note}\n" if note else ""
+    text += NSD_CONF.format(
+        ip=ip,
+        port=port,
+        work=work,
+        ip4="no" if v6 else "yes",
+        ip6="yes" if v6 else "no",
+        verbosity=verbosity,
+        minimal="yes" if minimal else "no",
+    )
+    for origin, path in zones.items():
+        text += f'zone:\n  name: "{origin}"\n  zonefile: "{path}"\n'
+    return text
+
+
+def write_nsd_conf(work: Path, port: int, zones: Mapping[str, Path], **options: Any) -> Path:
+    """work/nsd.conf from nsd_conf(work, port, zones, **options), work created and an earlier run's state files
+    removed; its path."""
+    work.mkdir(parents=True, exist_ok=True)
+    for stale in STATE_FILES:
+        (work / stale).unlink(missing_ok=True)
+    conf = work / "nsd.conf"
+    conf.write_text(nsd_conf(work, port, zones, **options))
+    return conf
 
 
 def nsd_binary() -> str:
@@ -50,18 +95,19 @@ def nsd_binary() -> str:
     return exe
 
 
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 (NSD is told it; nothing else binds it meanwhile)."""
-    while True:
+def free_port(host: str = "127.0.0.1", tries: int = 50) -> int:
+    """A port free for both UDP and TCP on host (the server is told it; nothing else binds it meanwhile)."""
+    for _ in range(tries):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-            t.bind(("127.0.0.1", 0))
+            t.bind((host, 0))
             port = int(t.getsockname()[1])
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
                 try:
-                    u.bind(("127.0.0.1", port))
+                    u.bind((host, port))
                 except OSError:
-                    continue
+                    continue  # the free TCP port is a busy UDP one: take another
             return port
+    raise RuntimeError(f"no port free for both UDP and TCP on {host} in {tries} tries")
 
 
 @dataclass
@@ -71,42 +117,37 @@ class Nsd:
     log: Path
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+        stop_process(self.proc)
+
+    def wait_serving(self, origins: list[str], timeout: float = 20.0) -> None:
+        """Until every zone (origin, "." for the root) answers SOA; an AssertionError if NSD exits meanwhile."""
+
+        def serving() -> bool:
+            assert self.proc.poll() is None, f"nsd exited: {self.log.read_text() if self.log.exists() else ''}"
             try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+                return all(query(self.addr, origin.rstrip(".") + ".", "SOA", timeout=0.2).answer for origin in origins)
+            except (dns.exception.Timeout, OSError):
+                return False
+
+        wait_until(serving, timeout=timeout)
 
 
 def start_nsd(work: Path, zones: dict[str, Path], minimal: bool = True) -> Nsd:
     """NSD serving zones ({origin: zone file}) with its files in work (created), once every zone answers SOA."""
-    exe = nsd_binary()
-    work.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    conf = NSD_CONF.format(port=port, work=work, minimal="yes" if minimal else "no")
-    for origin, path in zones.items():
-        conf += f'zone:\n  name: "{origin}"\n  zonefile: "{path}"\n'
-    (work / "nsd.conf").write_text(conf)
-    proc = subprocess.Popen(
-        [exe, "-d", "-c", str(work / "nsd.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    nsd = Nsd(proc, ("127.0.0.1", port), work / "nsd.log")
-
-    def serving() -> bool:
-        assert proc.poll() is None, f"nsd exited: {nsd.log.read_text() if nsd.log.exists() else ''}"
-        try:
-            return all(query(nsd.addr, f"{origin}.", "SOA", timeout=0.2).answer for origin in zones)
-        except (dns.exception.Timeout, OSError):
-            return False
-
+    nsd = launch_nsd(work, free_port(), zones, minimal=minimal)
     try:
-        wait_until(serving, timeout=20)
+        nsd.wait_serving(list(zones))
     except BaseException:
         nsd.stop()
         raise
     return nsd
+
+
+def launch_nsd(work: Path, port: int, zones: Mapping[str, Path], **options: Any) -> Nsd:
+    """NSD started in the foreground on nsd_conf(work, port, zones, **options), not yet waited for."""
+    conf = write_nsd_conf(work, port, zones, **options)
+    proc = subprocess.Popen([nsd_binary(), "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return Nsd(proc, (options.get("ip", "127.0.0.1"), port), work / "nsd.log")
 
 
 @contextlib.contextmanager
