@@ -117,7 +117,8 @@ class Recursor:
         """Nothing runs in the background: every walk belongs to the client query that caused it."""
 
     async def close(self) -> None:
-        """No background task or kept-open connection to end: each query's sockets close with it."""
+        """The shared questions still in flight are cancelled; each query's sockets close with it."""
+        await self.walker.close()
 
 
 def _message(out: Outcome) -> dns.message.Message:

@@ -19,6 +19,10 @@ asking anyone (RFC 8020 2; unlike Unbound, which does it only for DNSSEC-secure 
 
 IPv6 servers are asked only when this host has an IPv6 route (`can_use_ipv6`); then the AAAA records of a glueless
 NS name are looked up as well as its A records.
+
+Identical work in flight is shared (dnsd.recurse.share): a walk that needs a question already on its way to the same
+zone's servers (zone, name, type), or the address of an NS name another walk is looking up, waits for that result
+instead of asking again; so 50 cold names under one zone cost the root and the TLD one query each, as in Unbound.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import dns.flags
 import dns.message
@@ -39,6 +44,7 @@ import dns.rrset
 from dnsd.recurse.classify import AAAA, DS, NS, Kind, Verdict, classify, rcode_text, type_text, within
 from dnsd.recurse.hints import Hints
 from dnsd.recurse.infra import MAX_TTL, Delegation, Infra
+from dnsd.recurse.share import Flights
 from dnsd.upstream.client import DNS_PORT, Server, UpstreamError, exchange, make_request
 
 log = logging.getLogger(__name__)
@@ -55,6 +61,7 @@ PER_TRY = 1.0  # seconds one server has to answer (UDP, then as long again over 
 PRIME_TRIES = 3  # root servers of the hints one priming asks at most (RFC 8109 3)
 PRIME_RETRY = 60.0  # seconds the hints are used after a failed priming before it is tried again
 PRIME_MIN_TTL = 60  # the primed NS set is kept at least this long (a TTL of 0 would prime for every walk)
+MAX_FLIGHTS = 2000  # shared questions and NS look-ups in flight at once; beyond it a walk asks on its own
 
 
 def can_use_ipv6() -> bool:
@@ -90,6 +97,7 @@ class Stats:
     nxdomain_cuts: int = 0  # walks answered NXDOMAIN from a remembered NXDOMAIN above the name (RFC 8020)
     primings: int = 0  # `. NS` priming rounds (RFC 8109)
     priming_failures: int = 0  # priming rounds that got no usable NS set: the hints were used
+    shared: int = 0  # questions and NS look-ups a walk did not send itself: it waited for another walk's
 
     def count(self, kind: Kind) -> None:
         if kind is Kind.ANSWER:
@@ -143,7 +151,11 @@ class Walker:
         self.nxdomain_cut = True  # RFC 8020
         self.root: Delegation | None = None  # the primed root NS set (or the hints, after a failed priming)
         self.root_until = 0.0  # on the infra clock
-        self.priming = asyncio.Lock()  # one priming at a time; other walks wait for its result
+        self.flights = Flights(MAX_FLIGHTS)  # identical questions and NS look-ups in flight, shared
+
+    async def close(self) -> None:
+        """Cancel the shared work still in flight (its waiters are gone or going)."""
+        await self.flights.close()
 
     async def lookup(
         self, qname: dns.name.Name, qtype: int, budget: Budget, note: Note, depth: int = 0, do: bool = False
@@ -170,7 +182,12 @@ class Walker:
     async def _start(self, name: dns.name.Name, qtype: int, budget: Budget, note: Note) -> Delegation:
         # DS lives in the parent (RFC 4035 3.1.4.1): start above the name itself.
         where = name.parent() if qtype == DS and name != dns.name.root else name
-        return self.infra.closest(where) or await self._root(budget, note)
+        closest = self.infra.closest(where)
+        if closest is not None:
+            return closest
+        root = await self._root(budget, note)
+        # While it waited for the priming, another walk may have learnt a closer delegation.
+        return self.infra.closest(where) or root
 
     def _root_known(self) -> Delegation | None:
         if self.root is not None and self.infra.clock() < self.root_until:
@@ -184,10 +201,13 @@ class Walker:
         known = self._root_known()
         if known is not None:
             return known
+
+        async def prime() -> Delegation:
+            return self._root_known() or await self._prime(budget, note)
+
         try:
-            async with asyncio.timeout_at(budget.deadline):  # waiting for another walk's priming is bounded too
-                async with self.priming:
-                    return self._root_known() or await self._prime(budget, note)
+            # One priming at a time: the other walks wait for its result (bounded by their own deadlines).
+            return await self.flights.run(_PRIMING, prime, budget.deadline, _nothing)
         except TimeoutError:
             raise WorkLimit("out of time (priming)") from None
 
@@ -298,6 +318,31 @@ class Walker:
         do: bool,
         minimised: bool,
     ) -> Verdict | None:
+        """The zone's servers' reply to (sname, stype): shared with every walk that needs the same one meanwhile."""
+
+        def joined() -> None:
+            self.stats.shared += 1
+            note(f"recurse: {sname} {type_text(stype)} is already being asked of {deleg.zone}'s servers: waiting")
+
+        def ask() -> Coroutine[Any, Any, Verdict | None]:
+            return self._ask_servers(deleg, sname, stype, budget, note, depth, do, minimised)
+
+        try:
+            return await self.flights.run((deleg.zone, sname, stype, do, minimised), ask, budget.deadline, joined)
+        except TimeoutError:
+            raise WorkLimit("out of time (waiting for a shared query)") from None
+
+    async def _ask_servers(
+        self,
+        deleg: Delegation,
+        sname: dns.name.Name,
+        stype: int,
+        budget: Budget,
+        note: Note,
+        depth: int,
+        do: bool,
+        minimised: bool,
+    ) -> Verdict | None:
         """The first usable reply from the zone's servers: the ones with an address first, then the NS names
         without one, looked up (bounded); None when every server failed."""
         tried: set[str] = set()
@@ -331,6 +376,21 @@ class Walker:
         return addrs if self.ipv6 else [a for a in addrs if ":" not in a]
 
     async def _host(self, ns: dns.name.Name, budget: Budget, note: Note, depth: int) -> list[str]:
+        """The addresses of a name server, shared with every walk that needs them meanwhile."""
+
+        def joined() -> None:
+            self.stats.shared += 1
+            note(f"recurse: the address of {ns} is already being looked up: waiting")
+
+        def look() -> Coroutine[Any, Any, list[str]]:
+            return self._lookup_host(ns, budget, note, depth)
+
+        try:
+            return await self.flights.run(("host", ns), look, budget.deadline, joined)
+        except TimeoutError:
+            raise WorkLimit("out of time (waiting for a shared look-up)") from None
+
+    async def _lookup_host(self, ns: dns.name.Name, budget: Budget, note: Note, depth: int) -> list[str]:
         """The addresses of a name server (A, and AAAA when IPv6 can be used), looked up with this query's budget
         and remembered."""
         addrs: list[str] = []
@@ -390,6 +450,13 @@ class Walker:
             self.infra.failed(addr, zone)
             return None
         return verdict
+
+
+_PRIMING = ("priming",)  # the key of the root priming among the shared flights
+
+
+def _nothing() -> None:
+    pass
 
 
 def _primed(verdict: Verdict, hints: Delegation) -> Delegation | None:

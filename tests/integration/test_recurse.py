@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,12 +14,15 @@ from typing import Any
 import dns.exception
 import dns.flags
 import dns.message
+import dns.rcode
 import pytest
 from support import FIXTURE_CLUSTER, DnsdHandle, assert_section, base_config, query, rcode_text, rr_lines, run_dnsd
 from support.hierarchy import (
     DEAD_IP,
     HOSTING_IP,
+    HOSTING_NS_IP,
     LEAF_IP,
+    NET_IP,
     ROOT2_IP,
     ROOT_IP,
     SILENT_IP,
@@ -295,3 +299,67 @@ def test_trace_names_each_server_asked(resolver: DnsdHandle) -> None:
 def test_bad_root_hints_fail_at_start(hierarchy: Hierarchy, file: str, message: str) -> None:
     with pytest.raises(DnsdError, match=message):
         run_dnsd(iterative_config(hierarchy, root_hints=str(DATA / file)))
+
+
+def _resolve_at_once(h: DnsdHandle, names: list[str], rdtype: str) -> list[Any]:
+    """The recurse link's answers for names all asked at the same moment (cold: nothing is cached yet)."""
+    from dnsd.engine.context import UDP, QueryContext
+    from dnsd.proto.wire import parse_query
+
+    async def all_at_once() -> list[Any]:
+        queries = [parse_query(dns.message.make_query(n, rdtype).to_wire()) for n in names]
+        ctxs = [QueryContext(("127.0.0.1", 5353), UDP, 0.0, q) for q in queries]
+        return await asyncio.gather(*(h.app.recursor.resolve(q, c) for q, c in zip(queries, ctxs, strict=True)))
+
+    return asyncio.run_coroutine_threadsafe(all_at_once(), h.loop).result(10)
+
+
+@dataclass(frozen=True)
+class Shared:
+    name: str
+    zone: str  # names n0.zone ... are asked at once; each is NXDOMAIN
+    count: int
+    leaf: str  # the server that gets each full name
+    once: tuple[tuple[str, str, str], ...]  # (server, qname, qtype): asked exactly once ("root": either root)
+
+
+SHARED = [
+    Shared(
+        "under-one-zone",
+        "example.test.",
+        50,
+        LEAF_IP,
+        (("root", ".", "NS"), ("root", "test.", "A"), (TEST_IP, "example.test.", "A")),
+    ),
+    Shared(
+        "glueless-ns-looked-up-once",
+        "glueless.test.",
+        20,
+        HOSTING_IP,
+        (
+            ("root", ".", "NS"),
+            ("root", "test.", "A"),
+            (TEST_IP, "glueless.test.", "A"),
+            ("root", "net.", "A"),
+            (NET_IP, "hosting.net.", "A"),
+            (HOSTING_NS_IP, "ns.hosting.net.", "A"),
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize("case", SHARED, ids=lambda c: c.name)
+def test_identical_questions_in_flight_are_sent_once(resolver: DnsdHandle, hierarchy: Hierarchy, case: Shared) -> None:
+    """Cold walks that need the same referral (or the address of the same glueless NS) at the same time wait for
+    the one query on its way: each server is asked each question once; the leaf gets every name."""
+    names = [f"n{i}.{case.zone}" for i in range(case.count)]
+    assert {rcode_text_of(a.rcode) for a in _resolve_at_once(resolver, names, "A")} == {"NXDOMAIN"}
+    asked = Counter(
+        ("root" if q.server in ROOTS else q.server, q.qname, q.qtype) for q in hierarchy.queries() if q.qtype != "AAAA"
+    )  # AAAA of the NS name: only with an IPv6 route
+    assert asked == Counter(case.once) + Counter((case.leaf, n, "A") for n in names)
+    assert resolver.app.recursor.stats.shared >= case.count - 1
+
+
+def rcode_text_of(rcode: int) -> str:
+    return dns.rcode.to_text(dns.rcode.Rcode.make(rcode))

@@ -3,8 +3,11 @@ steps and the infrastructure cache."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dns.flags
 import dns.message
@@ -17,6 +20,7 @@ from dnsd.errors import DnsdError
 from dnsd.recurse.classify import Kind, classify
 from dnsd.recurse.hints import load_hints, parse_hints
 from dnsd.recurse.infra import DOWN_FOR, Delegation, Infra
+from dnsd.recurse.share import Flights
 from dnsd.recurse.walk import _next_name, _primed
 
 N = dns.name.from_text
@@ -294,3 +298,103 @@ def test_priming_answer(
     assert " ".join(n.to_text() for n in got.ns) == ns
     assert {n.to_text(): a for n, a in got.glue} == glue
     assert got.ttl == ttl
+
+
+# ---------------------------------------------------------------- shared work in flight (dnsd.recurse.share)
+
+
+class Work:
+    """make() for Flights.run: counts its runs; each run waits for `go`, then returns its value or raises."""
+
+    def __init__(self, value: str, go: asyncio.Event, fail: bool = False) -> None:
+        self.value, self.go, self.fail, self.runs = value, go, fail, 0
+
+    async def __call__(self) -> str:
+        self.runs += 1
+        await self.go.wait()
+        if self.fail:
+            raise RuntimeError("the owner's budget ran out")
+        return self.value
+
+
+@pytest.mark.parametrize(
+    ("limit", "walks", "runs", "joined"),
+    [(10, 5, 1, 4), (10, 1, 1, 0), (0, 5, 5, 0)],
+    ids=["shared", "alone", "over-the-limit-unshared"],
+)
+def test_identical_work_runs_once(limit: int, walks: int, runs: int, joined: int) -> None:
+    async def main() -> tuple[list[str], int, Flights]:
+        flights, go, joins = Flights(limit), asyncio.Event(), []
+        work = Work("answer", go)
+        deadline = asyncio.get_running_loop().time() + 5
+        waiting = [asyncio.create_task(flights.run("k", work, deadline, lambda: joins.append(1))) for _ in range(walks)]
+        await asyncio.sleep(0)  # every walk has asked: the first started the flight, the others joined it
+        go.set()
+        got = await asyncio.gather(*waiting)
+        assert len(joins) == flights.joined
+        return got, work.runs, flights
+
+    got, ran, flights = asyncio.run(main())
+    assert got == ["answer"] * walks
+    assert (ran, flights.joined) == (runs, joined)
+    assert flights.inflight == {}
+
+
+def test_a_waiter_that_gives_up_cancels_nobody_else() -> None:
+    async def main() -> tuple[str, bool]:
+        flights, go = Flights(10), asyncio.Event()
+        now = asyncio.get_running_loop().time()
+        owner = asyncio.create_task(flights.run("k", Work("answer", go), now + 5, lambda: None))
+        hasty = asyncio.create_task(flights.run("k", Work("other", go), now + 0.05, lambda: None))
+        with pytest.raises(TimeoutError):
+            await hasty
+        go.set()
+        return await owner, owner.cancelled()
+
+    assert asyncio.run(main()) == ("answer", False)
+
+
+def test_a_failed_flight_is_done_again_by_its_waiter() -> None:
+    async def main() -> tuple[str, int]:
+        flights, go = Flights(10), asyncio.Event()
+        deadline = asyncio.get_running_loop().time() + 5
+        failing, mine = Work("x", go, fail=True), Work("mine", go)
+        owner = asyncio.create_task(flights.run("k", failing, deadline, lambda: None))
+        waiter = asyncio.create_task(flights.run("k", mine, deadline, lambda: None))
+        await asyncio.sleep(0)
+        go.set()
+        with pytest.raises(RuntimeError):
+            await owner
+        return await waiter, flights.redone
+
+    assert asyncio.run(main()) == ("mine", 1)
+
+
+def test_two_flights_that_need_each_other_do_not_wait_forever() -> None:
+    """Walk 1's flight A needs B, walk 2's flight B needs A (a delegation loop seen by two walks at once): B does
+    A's part itself instead of waiting for A, which waits for B."""
+
+    async def main() -> list[str]:
+        flights, both = Flights(10), asyncio.Event()
+        deadline = asyncio.get_running_loop().time() + 30
+
+        def needs(mine: str, other: str) -> Callable[[], Coroutine[Any, Any, str]]:
+            async def make() -> str:
+                await both.wait()
+                inner = await flights.run(other, lambda: _value(other), deadline, lambda: None)
+                return f"{mine} after {inner}"
+
+            return make
+
+        w1 = asyncio.create_task(flights.run("A", needs("A", "B"), deadline, lambda: None))
+        w2 = asyncio.create_task(flights.run("B", needs("B", "A"), deadline, lambda: None))
+        await asyncio.sleep(0)
+        both.set()
+        async with asyncio.timeout(2):  # far below the deadline: a deadlock would wait until it
+            return list(await asyncio.gather(w1, w2))
+
+    assert asyncio.run(main()) == ["A after B after A", "B after A"]
+
+
+async def _value(v: str) -> str:
+    return v
