@@ -1,16 +1,18 @@
-"""The HTTP listener (aiohttp, in the DNS event loop): `/health`, `/ready`, `/metrics`; bound once at start and
-kept open for the life of the process (a config reload never closes it, unless its address changes, and then the
-new one is bound before the old one closes)."""
+"""The HTTP listener (aiohttp, in the DNS event loop): `/health`, `/ready`, `/metrics`, the status page `/` and its
+data `/status.json`; bound once at start and kept open for the life of the process (a config reload never closes
+it, unless its address changes, and then the new one is bound before the old one closes)."""
 
 from __future__ import annotations
 
 import logging
+from importlib import resources
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
 from dnsd.config import ListenAddress
+from dnsd.http.status import SAMPLE_EVERY, Sampler, status
 
 if TYPE_CHECKING:
     from dnsd.app import App
@@ -18,13 +20,31 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def status_page() -> bytes | None:
+    """The status page: one HTML document with its CSS and JS inline (package data of dnsd.http); None when the
+    installed package lacks it (the rest of the HTTP side, and DNS, do not depend on it)."""
+    try:
+        return resources.files("dnsd.http").joinpath("status.html").read_bytes()
+    except OSError as exc:
+        log.error("status page not installed: %s", exc)
+        return None
+
+
 class HttpServer:
-    def __init__(self, app: App, addr: ListenAddress) -> None:
+    def __init__(self, app: App, addr: ListenAddress, sample_every: float = SAMPLE_EVERY) -> None:
         self.app = app
         self.addr = addr
+        self.page = status_page()  # read once
+        self.sampler = Sampler(app, sample_every)  # the query rate and rcode mix over the last minutes
         self.web = web.Application()
         self.web.add_routes(
-            [web.get("/health", self.health), web.get("/ready", self.ready), web.get("/metrics", self.metrics)]
+            [
+                web.get("/health", self.health),
+                web.get("/ready", self.ready),
+                web.get("/metrics", self.metrics),
+                web.get("/", self.index),
+                web.get("/status.json", self.status_json),
+            ]
         )
         self.runner: web.AppRunner | None = None
         self.site: web.TCPSite | None = None
@@ -40,9 +60,11 @@ class HttpServer:
         assert sockets
         sockname = sockets[0].getsockname()
         self.address = (str(sockname[0]), int(sockname[1]))
-        log.info("HTTP on %s:%d (/health /ready /metrics)", *self.address)
+        self.sampler.start()
+        log.info("HTTP on %s:%d (/health /ready /metrics, status page /)", *self.address)
 
     async def close(self) -> None:
+        await self.sampler.close()
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
@@ -60,3 +82,22 @@ class HttpServer:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         body = encoder(self.app.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def index(self, _request: web.Request) -> web.Response:
+        if self.page is None:
+            return web.Response(status=500, text="status page not installed (dnsd/http/status.html)\n")
+        # The page fetches only /status.json from its own origin; the policy forbids anything else (no external
+        # assets, and a page that tried to load one would show it in the browser test's console).
+        csp = (
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; "
+            "connect-src 'self'"
+        )
+        return web.Response(
+            body=self.page,
+            content_type="text/html",
+            charset="utf-8",
+            headers={"Content-Security-Policy": csp, "Cache-Control": "no-store"},
+        )
+
+    async def status_json(self, _request: web.Request) -> web.Response:
+        return web.json_response(status(self.app, self.sampler, self.address), headers={"Cache-Control": "no-store"})
