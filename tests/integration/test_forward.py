@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from support import (
     wait_until,
 )
 from support.nsd import free_port
+from support.scripted import LoopbackServer
 
 from dnsd.forward.link import Forwarder
 from dnsd.upstream import client as upstream_client
@@ -76,39 +76,20 @@ BEHAVIOURS = {
 }
 
 
-class FakeUpstream:
+class FakeUpstream(LoopbackServer):
     """A scripted upstream on 127.0.0.1 (UDP and TCP on one port) with a spoofing socket on 127.0.0.2. Answers
     A with 192.0.2.<tag>, so a test sees which upstream answered."""
 
     def __init__(self, tag: int, host: str = "127.0.0.1", port: int = 0) -> None:
         self.tag = tag
-        self.host = host
         self.force: str | None = None
         self.delay = 1.0
         self.seen: list[Seen] = []
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name=f"fake-upstream-{tag}")
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(port), self.loop).result(5)
+        super().__init__(host, port, name=f"fake-upstream-{tag}")
 
-    async def _start(self, port: int) -> None:
-        loop = asyncio.get_running_loop()
-        for attempt in range(50):
-            self.udp, _ = await loop.create_datagram_endpoint(lambda: _FakeUdp(self), local_addr=(self.host, port))
-            self.port: int = self.udp.get_extra_info("sockname")[1]
-            try:
-                self.tcp = await asyncio.start_server(self._tcp_client, self.host, self.port)
-                break
-            except OSError:
-                # The kernel's free UDP port may be a busy TCP one: take another pair.
-                self.udp.close()
-                if port or attempt == 49:
-                    raise
-        self.spoof, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=(SPOOF_HOST, 0))
-
-    @property
-    def addr(self) -> str:
-        return f"{self.host}:{self.port}"
+    async def started(self) -> None:
+        self.spoof, _ = await self.loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=(SPOOF_HOST, 0))
+        self.extra.append(self.spoof)
 
     def queries(self, qtype: str | None = None, transport: str | None = None) -> list[Seen]:
         return [
@@ -174,45 +155,19 @@ class FakeUpstream:
         self.seen.append(Seen(transport, q.id, sport, qs.name.to_text(), dns.rdatatype.to_text(qs.rdtype)))
         return q
 
-    async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                size = int.from_bytes(await reader.readexactly(2), "big")
-                q = self.record("tcp", await reader.readexactly(size), writer.get_extra_info("peername")[1])
-                if q is None:
-                    break
-                for _via, wire, delay in self.plan(q, tcp=True):
-                    await asyncio.sleep(delay)
-                    writer.write(len(wire).to_bytes(2, "big") + wire)
-                    await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+    def on_stream(self, data: bytes, peer: Any) -> list[tuple[bytes, float]] | None:
+        q = self.record("tcp", data, peer[1])
+        if q is None:
+            return None  # not DNS: close the connection
+        return [(wire, delay) for _via, wire, delay in self.plan(q, tcp=True)]
 
-    def stop(self) -> None:
-        async def close() -> None:
-            self.udp.close()
-            self.spoof.close()
-            self.tcp.close()
-            await self.tcp.wait_closed()
-
-        asyncio.run_coroutine_threadsafe(close(), self.loop).result(5)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-
-
-class _FakeUdp(asyncio.DatagramProtocol):
-    def __init__(self, fake: FakeUpstream) -> None:
-        self.fake = fake
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        q = self.fake.record("udp", data, addr[1])
+    def on_datagram(self, data: bytes, addr: Any) -> None:
+        q = self.record("udp", data, addr[1])
         if q is None:
             return
-        for via, wire, delay in self.fake.plan(q, tcp=False):
-            sock = self.fake.udp if via == "main" else self.fake.spoof
-            self.fake.loop.call_later(delay, sock.sendto, wire, addr)
+        for via, wire, delay in self.plan(q, tcp=False):
+            sock = self.udp if via == "main" else self.spoof
+            self.loop.call_later(delay, sock.sendto, wire, addr)
 
 
 @pytest.fixture()

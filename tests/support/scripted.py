@@ -1,6 +1,7 @@
 """A scripted upstream on loopback (UDP and TCP on one port, in its own thread): answers written as zone-file
 text per question, changed while it runs, and every query it receives counted. For what a real server will not
-do on purpose: answer NXDOMAIN without an SOA, go silent, fail, slow down, or poison its extra sections."""
+do on purpose: answer NXDOMAIN without an SOA, go silent, fail, slow down, or poison its extra sections. Its
+serving loop, LoopbackServer, is also test_forward.py's FakeUpstream's."""
 
 from __future__ import annotations
 
@@ -40,38 +41,95 @@ def _rrsets(text: str) -> list[dns.rrset.RRset]:
     return [dns.rrset.from_text_list(o, ttls[(o, t)], "IN", t, rds) for (o, t), rds in out.items()]
 
 
-class ScriptedUpstream:
+class LoopbackServer:
+    """UDP and TCP on one port of host (a free one unless given), served by an event loop in a thread of its own.
+    A subclass says what to send back: on_datagram(data, addr) replies itself (loop.call_later for a delay);
+    on_stream(data, peer) returns the framed replies [(wire, delay before it)], or None to close the connection.
+    started() opens more sockets on the loop (kept in self.extra, closed by stop())."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, name: str = "loopback-server") -> None:
+        self.host = host
+        self.extra: list[asyncio.BaseTransport] = []
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name=name)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(port), self.loop).result(5)
+
+    async def _start(self, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        for attempt in range(50):
+            self.udp, _ = await loop.create_datagram_endpoint(lambda: _Datagrams(self), local_addr=(self.host, port))
+            self.port: int = self.udp.get_extra_info("sockname")[1]
+            try:
+                self.tcp = await asyncio.start_server(self._tcp_client, self.host, self.port)
+                break
+            except OSError:
+                self.udp.close()  # the kernel's free UDP port may be a busy TCP one: take another pair
+                if port or attempt == 49:
+                    raise
+        await self.started()
+
+    async def started(self) -> None:
+        """Called on the loop once UDP and TCP are bound."""
+
+    @property
+    def addr(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def on_datagram(self, data: bytes, addr: Any) -> None:
+        raise NotImplementedError
+
+    def on_stream(self, data: bytes, peer: Any) -> list[tuple[bytes, float]] | None:
+        raise NotImplementedError
+
+    async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        try:
+            while True:  # one connection's messages until the client closes (or on_stream says close)
+                size = int.from_bytes(await reader.readexactly(2), "big")
+                replies = self.on_stream(await reader.readexactly(size), peer)
+                if replies is None:
+                    break
+                for wire, delay in replies:
+                    await asyncio.sleep(delay)
+                    writer.write(len(wire).to_bytes(2, "big") + wire)
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def stop(self) -> None:
+        async def close() -> None:
+            for transport in [self.udp, *self.extra]:
+                transport.close()
+            self.tcp.close()
+            await self.tcp.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(close(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    def __init__(self, server: LoopbackServer) -> None:
+        self.server = server
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.server.on_datagram(data, addr)
+
+
+class ScriptedUpstream(LoopbackServer):
     """`script[(name, type)] = Scripted(...)`; names lower-case and absolute ('a.example.', 'A'). Questions
     without a script get REFUSED. `mode`: 'answer', 'drop' (silence) or 'servfail'; `delay` seconds before
     each reply."""
 
     def __init__(self, host: str = "127.0.0.1") -> None:
-        self.host = host
         self.script: dict[tuple[str, str], Scripted] = {}
         self.mode = "answer"
         self.delay = 0.0
         self.seen: Counter[tuple[str, str, bool, bool]] = Counter()  # (name, type, DO, CD)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="scripted-upstream")
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(5)
-
-    async def _start(self) -> None:
-        loop = asyncio.get_running_loop()
-        for attempt in range(50):
-            self.udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), local_addr=(self.host, 0))
-            self.port: int = self.udp.get_extra_info("sockname")[1]
-            try:
-                self.tcp = await asyncio.start_server(self._tcp_client, self.host, self.port)
-                return
-            except OSError:
-                self.udp.close()  # the free UDP port was a busy TCP one: take another
-                if attempt == 49:
-                    raise
-
-    @property
-    def addr(self) -> str:
-        return f"{self.host}:{self.port}"
+        super().__init__(host, name="scripted-upstream")
 
     def count(self, name: str | None = None, rtype: str | None = None) -> int:
         """Queries received (loop probes aside), for one name/type or all."""
@@ -105,37 +163,11 @@ class ScriptedUpstream:
         r.additional.extend(_rrsets(script.additional))
         return r.to_wire(max_size=65535 if tcp else 0)  # 0: the size the query offered
 
-    async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                size = int.from_bytes(await reader.readexactly(2), "big")
-                wire = self.reply(await reader.readexactly(size), tcp=True)
-                if wire is None:
-                    continue
-                await asyncio.sleep(self.delay)
-                writer.write(len(wire).to_bytes(2, "big") + wire)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+    def on_stream(self, data: bytes, peer: Any) -> list[tuple[bytes, float]]:
+        wire = self.reply(data, tcp=True)
+        return [] if wire is None else [(wire, self.delay)]
 
-    def stop(self) -> None:
-        async def close() -> None:
-            self.udp.close()
-            self.tcp.close()
-            await self.tcp.wait_closed()
-
-        asyncio.run_coroutine_threadsafe(close(), self.loop).result(5)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-
-
-class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, up: ScriptedUpstream) -> None:
-        self.up = up
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        wire = self.up.reply(data, tcp=False)
+    def on_datagram(self, data: bytes, addr: Any) -> None:
+        wire = self.reply(data, tcp=False)
         if wire is not None:
-            self.up.loop.call_later(self.up.delay, self.up.udp.sendto, wire, addr)
+            self.loop.call_later(self.delay, self.udp.sendto, wire, addr)
