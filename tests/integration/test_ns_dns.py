@@ -90,49 +90,57 @@ class Case:
     cluster: dict[str, Any] = field(default_factory=dict)
 
 
+# The answers the table repeats: kube-dns's ClusterIPs (10.96.0.10, and fd00:96::a when dual-stack) under ns.dns
+# and as the apex NS's glue, or dnsd's own address (OWN) under ns.dns, named by the apex NS.
+CIP_A = "ns.dns.cluster.local. 5 IN A 10.96.0.10"
+CIP_AAAA = "ns.dns.cluster.local. 5 IN AAAA fd00:96::a"
+KUBE_DNS_NS = "cluster.local. 5 IN NS kube-dns.kube-system.svc.cluster.local."
+KUBE_DNS_GLUE = "kube-dns.kube-system.svc.cluster.local. 5 IN A 10.96.0.10"
+KUBE_DNS_GLUE6 = "kube-dns.kube-system.svc.cluster.local. 5 IN AAAA fd00:96::a"
+OWN_A = f"ns.dns.cluster.local. 5 IN A {OWN}"
+OWN_NS = "cluster.local. 5 IN NS ns.dns.cluster.local."
+
 CASES = [
     Case(
         "our IP in a ClusterIP service's slice: its ClusterIP",
         [*BASE, KUBE_DNS, KUBE_DNS_SLICE], [OWN],
-        ns_a="ns.dns.cluster.local. 5 IN A 10.96.0.10",
+        ns_a=CIP_A,
         ns_aaaa="",
-        ns="cluster.local. 5 IN NS kube-dns.kube-system.svc.cluster.local.",
-        glue="kube-dns.kube-system.svc.cluster.local. 5 IN A 10.96.0.10",
+        ns=KUBE_DNS_NS,
+        glue=KUBE_DNS_GLUE,
     ),
     Case(
         "dual-stack service: both ClusterIPs",
         [*BASE, KUBE_DNS_DUAL, KUBE_DNS_SLICE], [OWN],
-        ns_a="ns.dns.cluster.local. 5 IN A 10.96.0.10",
-        ns_aaaa="ns.dns.cluster.local. 5 IN AAAA fd00:96::a",
-        ns="cluster.local. 5 IN NS kube-dns.kube-system.svc.cluster.local.",
-        glue="""kube-dns.kube-system.svc.cluster.local. 5 IN A 10.96.0.10
-                kube-dns.kube-system.svc.cluster.local. 5 IN AAAA fd00:96::a""",
+        ns_a=CIP_A,
+        ns_aaaa=CIP_AAAA,
+        ns=KUBE_DNS_NS,
+        glue=f"{KUBE_DNS_GLUE}\n{KUBE_DNS_GLUE6}",
     ),
     Case(
         "our IPv6 address in an IPv6 slice",
         [*BASE, KUBE_DNS_DUAL, slice_of("kube-dns", {OWN6: True}, family="IPv6")], ["10.1.2.3", OWN6],
-        ns_a="ns.dns.cluster.local. 5 IN A 10.96.0.10",
-        ns_aaaa="ns.dns.cluster.local. 5 IN AAAA fd00:96::a",
-        ns="cluster.local. 5 IN NS kube-dns.kube-system.svc.cluster.local.",
-        glue="""kube-dns.kube-system.svc.cluster.local. 5 IN A 10.96.0.10
-                kube-dns.kube-system.svc.cluster.local. 5 IN AAAA fd00:96::a""",
+        ns_a=CIP_A,
+        ns_aaaa=CIP_AAAA,
+        ns=KUBE_DNS_NS,
+        glue=f"{KUBE_DNS_GLUE}\n{KUBE_DNS_GLUE6}",
     ),
     Case(
         "our IP in no slice: our own addresses under ns.dns",
         [*BASE, KUBE_DNS, slice_of("kube-dns", {PEER: True})], [OWN, OWN6],
-        ns_a=f"ns.dns.cluster.local. 5 IN A {OWN}",
+        ns_a=OWN_A,
         ns_aaaa=f"ns.dns.cluster.local. 5 IN AAAA {OWN6}",
-        ns="cluster.local. 5 IN NS ns.dns.cluster.local.",
+        ns=OWN_NS,
         glue=f"""ns.dns.cluster.local. 5 IN A {OWN}
                  ns.dns.cluster.local. 5 IN AAAA {OWN6}""",
     ),
     Case(
         "our endpoint not ready: not counted",
         [*BASE, KUBE_DNS, slice_of("kube-dns", {OWN: False, PEER: True})], [OWN],
-        ns_a=f"ns.dns.cluster.local. 5 IN A {OWN}",
+        ns_a=OWN_A,
         ns_aaaa="",
-        ns="cluster.local. 5 IN NS ns.dns.cluster.local.",
-        glue=f"ns.dns.cluster.local. 5 IN A {OWN}",
+        ns=OWN_NS,
+        glue=OWN_A,
     ),
     Case(
         "headless service: every ready endpoint by name",
@@ -162,10 +170,10 @@ CASES = [
     Case(
         "the service's namespace is not exposed: our own addresses",
         [*BASE, KUBE_DNS, KUBE_DNS_SLICE], [OWN],
-        ns_a=f"ns.dns.cluster.local. 5 IN A {OWN}",
+        ns_a=OWN_A,
         ns_aaaa="",
-        ns="cluster.local. 5 IN NS ns.dns.cluster.local.",
-        glue=f"ns.dns.cluster.local. 5 IN A {OWN}",
+        ns=OWN_NS,
+        glue=OWN_A,
         cluster={"namespaces": ["default"]},
     ),
     Case(
@@ -173,7 +181,7 @@ CASES = [
         [*BASE, KUBE_DNS, KUBE_DNS_SLICE], [],
         ns_a="",
         ns_aaaa="",
-        ns="cluster.local. 5 IN NS ns.dns.cluster.local.",
+        ns=OWN_NS,
         glue="",
     ),
 ]  # fmt: skip
