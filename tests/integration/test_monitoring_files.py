@@ -404,8 +404,8 @@ def name_problems(e: Expr, vocab: dict[str, frozenset[str]]) -> list[str]:
         elif extra := matched - vocab[metric] - TARGET_LABELS:
             problems.append(f"{metric}: no label {sorted(extra)}")
     known = TARGET_LABELS.union(*(vocab.get(m, frozenset()) for m in uses.metrics))
-    if extra := uses.grouping - known:
-        problems.append(f"grouping by {sorted(extra)}: none of {sorted(uses.metrics)} has it")
+    if unknown := uses.grouping - known:
+        problems.append(f"grouping by {sorted(unknown)}: none of {sorted(uses.metrics)} has it")
     if not uses.metrics:
         problems.append("names no metric")
     return problems
