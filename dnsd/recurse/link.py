@@ -98,16 +98,18 @@ class Recursor:
     async def _resolve(self, q: Query, ctx: QueryContext) -> Answer:
         qname = dns.name.from_wire(q.qname_wire, 0)[0]  # the client's spelling (RFC 4343)
         do = q.edns is not None and q.edns.do
-        budget = Budget(asyncio.get_running_loop().time() + self.time_limit)
+        tracing = ctx.trace is not None
+        budget = Budget(asyncio.get_running_loop().time() + self.time_limit, note=ctx.note if tracing else None)
         try:
-            out = await self.walker.lookup(qname, q.qtype, budget, ctx.note, do=do)
+            out = await self.walker.lookup(qname, q.qtype, budget, do=do)
         except WorkLimit as exc:
             self.stats.work_limits += 1
             ctx.note(f"recurse: work bound hit ({exc}): SERVFAIL")
             log.debug("recurse: %s %s: work bound hit: %s", qname, q.qtype, exc)
             self.failed += 1
             return _servfail()
-        ctx.note(f"recurse: {budget.sent} queries sent; {rcode_text(out.rcode)}")
+        if tracing:
+            ctx.note(f"recurse: {budget.sent} queries sent; {rcode_text(out.rcode)}")
         if out.rcode == SERVFAIL:
             self.failed += 1
             return _servfail()

@@ -44,8 +44,9 @@ import dns.rrset
 from dnsd.recurse.classify import AAAA, DS, NS, Kind, Verdict, classify, rcode_text, type_text, within
 from dnsd.recurse.hints import Hints
 from dnsd.recurse.infra import MAX_TTL, Delegation, Infra
+from dnsd.recurse.query import IterativeQuery
 from dnsd.recurse.share import Flights
-from dnsd.upstream.client import DNS_PORT, Server, UpstreamError, exchange, make_request
+from dnsd.upstream.client import DNS_PORT, Server, UpstreamError, exchange
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,8 @@ class Budget:
     sent: int = 0
     referrals: int = 0
     active: set[tuple[dns.name.Name, int]] = field(default_factory=set)  # look-ups under way (loop check)
+    # --trace: each step of the walk, in words; None (the usual case): no step is even formatted
+    note: Note | None = None
 
 
 @dataclass(slots=True)
@@ -158,13 +161,13 @@ class Walker:
         await self.flights.close()
 
     async def lookup(
-        self, qname: dns.name.Name, qtype: int, budget: Budget, note: Note, depth: int = 0, do: bool = False
+        self, qname: dns.name.Name, qtype: int, budget: Budget, depth: int = 0, do: bool = False
     ) -> Outcome:
         """The answer for (qname, qtype): walks, then chases CNAMEs to other zones (the chain in the answer)."""
         chain: list[dns.rrset.RRset] = []
         name, seen = qname, {qname}
         for _ in range(MAX_CHASE + 1):
-            verdict = await self._walk(name, qtype, budget, note, depth, do)
+            verdict = await self._walk(name, qtype, budget, depth, do)
             if verdict is None:
                 return SERVFAIL
             chain.extend(r for r in verdict.answer if r not in chain)
@@ -174,18 +177,20 @@ class Walker:
             if target in seen:
                 return SERVFAIL  # a CNAME loop across zones
             seen.add(target)
-            note(f"recurse: chasing CNAME to {target}")
+            if budget.note is not None:
+                budget.note(f"recurse: chasing CNAME to {target}")
             name = target
-        note(f"recurse: more than {MAX_CHASE} CNAMEs to other zones: SERVFAIL")
+        if budget.note is not None:
+            budget.note(f"recurse: more than {MAX_CHASE} CNAMEs to other zones: SERVFAIL")
         return SERVFAIL
 
-    async def _start(self, name: dns.name.Name, qtype: int, budget: Budget, note: Note) -> Delegation:
+    async def _start(self, name: dns.name.Name, qtype: int, budget: Budget) -> Delegation:
         # DS lives in the parent (RFC 4035 3.1.4.1): start above the name itself.
         where = name.parent() if qtype == DS and name != dns.name.root else name
         closest = self.infra.closest(where)
         if closest is not None:
             return closest
-        root = await self._root(budget, note)
+        root = await self._root(budget)
         # While it waited for the priming, another walk may have learnt a closer delegation.
         return self.infra.closest(where) or root
 
@@ -194,7 +199,7 @@ class Walker:
             return self.root
         return None
 
-    async def _root(self, budget: Budget, note: Note) -> Delegation:
+    async def _root(self, budget: Budget) -> Delegation:
         """The root's servers: the primed NS set while its TTL lasts, else a new priming (RFC 8109 3)."""
         if not self.prime:
             return self.hints
@@ -203,7 +208,7 @@ class Walker:
             return known
 
         async def prime() -> Delegation:
-            return self._root_known() or await self._prime(budget, note)
+            return self._root_known() or await self._prime(budget)
 
         try:
             # One priming at a time: the other walks wait for its result (bounded by their own deadlines).
@@ -211,22 +216,24 @@ class Walker:
         except TimeoutError:
             raise WorkLimit("out of time (priming)") from None
 
-    async def _prime(self, budget: Budget, note: Note) -> Delegation:
+    async def _prime(self, budget: Budget) -> Delegation:
         """Ask the hints' servers (PRIME_TRIES at most) for `. NS`: the first answer with an NS set of which a
         name has an address becomes the root's delegation (RFC 8109 3.3); all failed: the hints, for a while."""
         self.stats.primings += 1
         root = dns.name.root
         addrs = [a for _, aa in self.hints.glue for a in aa]
         for addr in self.infra.order(self._usable(addrs), root)[:PRIME_TRIES]:
-            verdict = await self._send(addr, root, root, NS, budget, note, False, False)
+            verdict = await self._send(addr, root, root, NS, budget, False, False)
             deleg = _primed(verdict, self.hints) if verdict is not None else None
             if deleg is not None and self._usable([a for _, aa in deleg.glue for a in aa]):
-                note(f"recurse: primed the root: {len(deleg.ns)} NS, {len(deleg.glue)} with addresses")
+                if budget.note is not None:
+                    budget.note(f"recurse: primed the root: {len(deleg.ns)} NS, {len(deleg.glue)} with addresses")
                 self.root = deleg
                 self.root_until = self.infra.clock() + min(max(deleg.ttl, PRIME_MIN_TTL), MAX_TTL)
                 return deleg
         self.stats.priming_failures += 1
-        note("recurse: priming the root failed: using the root hints")
+        if budget.note is not None:
+            budget.note("recurse: priming the root failed: using the root hints")
         self.root = self.hints
         self.root_until = self.infra.clock() + PRIME_RETRY
         return self.hints
@@ -244,14 +251,15 @@ class Walker:
         self.stats.nxdomain_cuts += 1
         return _Step(Verdict(Kind.NXDOMAIN, dns.rcode.NXDOMAIN, [], [soa]), cut.soa.name)
 
-    async def _walk(
-        self, name: dns.name.Name, qtype: int, budget: Budget, note: Note, depth: int, do: bool
-    ) -> _Step | None:
+    async def _walk(self, name: dns.name.Name, qtype: int, budget: Budget, depth: int, do: bool) -> _Step | None:
         known = self._known_nxdomain(name)
         if known is not None:
-            note(f"recurse: {name} is at or below a name known not to exist (RFC 8020): NXDOMAIN, nothing asked")
+            if budget.note is not None:
+                budget.note(
+                    f"recurse: {name} is at or below a name known not to exist (RFC 8020): NXDOMAIN, nothing asked"
+                )
             return known
-        deleg = await self._start(name, qtype, budget, note)
+        deleg = await self._start(name, qtype, budget)
         minimise = self.minimise
         sname = deleg.zone  # the name last asked (minimised); the next one has more labels
         minimised = 0
@@ -263,11 +271,12 @@ class Walker:
                 sname = name
             full = sname == name
             stype = qtype if full else A
-            got = await self._ask(deleg, sname, stype, budget, note, depth, do and full, not full)
+            got = await self._ask(deleg, sname, stype, budget, depth, do and full, not full)
             if got is None and not full:
                 # No server answered the minimised name: some drop what they do not understand (RFC 9156 3).
                 self.stats.minimise_fallbacks += 1
-                note(f"recurse: no reply for minimised {sname}: asking the full name")
+                if budget.note is not None:
+                    budget.note(f"recurse: no reply for minimised {sname}: asking the full name")
                 minimise = False
                 continue
             if got is None:
@@ -292,7 +301,8 @@ class Walker:
                 continue  # an empty non-terminal or a name with data, not a cut: one label more (RFC 9156 3)
             # NXDOMAIN or an error rcode for a minimised name (RFC 9156 3, Unbound's relaxed mode): ask the full name.
             self.stats.minimise_fallbacks += 1
-            note(f"recurse: {rcode_text(verdict.rcode)} for minimised {sname}: asking the full name")
+            if budget.note is not None:
+                budget.note(f"recurse: {rcode_text(verdict.rcode)} for minimised {sname}: asking the full name")
             minimise = False
 
     def _adopt(self, deleg: Delegation) -> Delegation:
@@ -313,7 +323,6 @@ class Walker:
         sname: dns.name.Name,
         stype: int,
         budget: Budget,
-        note: Note,
         depth: int,
         do: bool,
         minimised: bool,
@@ -322,10 +331,13 @@ class Walker:
 
         def joined() -> None:
             self.stats.shared += 1
-            note(f"recurse: {sname} {type_text(stype)} is already being asked of {deleg.zone}'s servers: waiting")
+            if budget.note is not None:
+                budget.note(
+                    f"recurse: {sname} {type_text(stype)} is already being asked of {deleg.zone}'s servers: waiting"
+                )
 
         def ask() -> Coroutine[Any, Any, Verdict | None]:
-            return self._ask_servers(deleg, sname, stype, budget, note, depth, do, minimised)
+            return self._ask_servers(deleg, sname, stype, budget, depth, do, minimised)
 
         try:
             return await self.flights.run((deleg.zone, sname, stype, do, minimised), ask, budget.deadline, joined)
@@ -338,7 +350,6 @@ class Walker:
         sname: dns.name.Name,
         stype: int,
         budget: Budget,
-        note: Note,
         depth: int,
         do: bool,
         minimised: bool,
@@ -350,7 +361,7 @@ class Walker:
         addrs += [a for ns in deleg.ns for a in self.infra.addresses(ns)]
         for addr in self.infra.order(self._usable(addrs), deleg.zone):
             tried.add(addr)
-            verdict = await self._send(addr, deleg.zone, sname, stype, budget, note, do, minimised)
+            verdict = await self._send(addr, deleg.zone, sname, stype, budget, do, minimised)
             if verdict is not None:
                 return verdict
         looked = 0
@@ -361,36 +372,39 @@ class Walker:
                 continue  # in-zone without glue cannot be reached; too deep; already being looked up (a loop)
             looked += 1
             self.stats.glueless += 1
-            note(f"recurse: looking up the address of {ns} (NS of {deleg.zone})")
-            for addr in self.infra.order(self._usable(await self._host(ns, budget, note, depth + 1)), deleg.zone):
+            if budget.note is not None:
+                budget.note(f"recurse: looking up the address of {ns} (NS of {deleg.zone})")
+            for addr in self.infra.order(self._usable(await self._host(ns, budget, depth + 1)), deleg.zone):
                 if addr in tried:
                     continue
                 tried.add(addr)
-                verdict = await self._send(addr, deleg.zone, sname, stype, budget, note, do, minimised)
+                verdict = await self._send(addr, deleg.zone, sname, stype, budget, do, minimised)
                 if verdict is not None:
                     return verdict
-        note(f"recurse: no server of {deleg.zone} answered {sname} {type_text(stype)}")
+        if budget.note is not None:
+            budget.note(f"recurse: no server of {deleg.zone} answered {sname} {type_text(stype)}")
         return None
 
     def _usable(self, addrs: list[str]) -> list[str]:
         return addrs if self.ipv6 else [a for a in addrs if ":" not in a]
 
-    async def _host(self, ns: dns.name.Name, budget: Budget, note: Note, depth: int) -> list[str]:
+    async def _host(self, ns: dns.name.Name, budget: Budget, depth: int) -> list[str]:
         """The addresses of a name server, shared with every walk that needs them meanwhile."""
 
         def joined() -> None:
             self.stats.shared += 1
-            note(f"recurse: the address of {ns} is already being looked up: waiting")
+            if budget.note is not None:
+                budget.note(f"recurse: the address of {ns} is already being looked up: waiting")
 
         def look() -> Coroutine[Any, Any, list[str]]:
-            return self._lookup_host(ns, budget, note, depth)
+            return self._lookup_host(ns, budget, depth)
 
         try:
             return await self.flights.run(("host", ns), look, budget.deadline, joined)
         except TimeoutError:
             raise WorkLimit("out of time (waiting for a shared look-up)") from None
 
-    async def _lookup_host(self, ns: dns.name.Name, budget: Budget, note: Note, depth: int) -> list[str]:
+    async def _lookup_host(self, ns: dns.name.Name, budget: Budget, depth: int) -> list[str]:
         """The addresses of a name server (A, and AAAA when IPv6 can be used), looked up with this query's budget
         and remembered."""
         addrs: list[str] = []
@@ -398,7 +412,7 @@ class Walker:
         for rdtype in (A, AAAA) if self.ipv6 else (A,):
             budget.active.add((ns, rdtype))
             try:
-                out = await self.lookup(ns, rdtype, budget, note, depth)
+                out = await self.lookup(ns, rdtype, budget, depth)
             finally:
                 budget.active.discard((ns, rdtype))
             found = [r for r in out.answer if r.rdtype == rdtype]
@@ -414,7 +428,6 @@ class Walker:
         sname: dns.name.Name,
         stype: int,
         budget: Budget,
-        note: Note,
         do: bool,
         minimised: bool,
     ) -> Verdict | None:
@@ -427,21 +440,21 @@ class Walker:
             raise WorkLimit("out of time")
         budget.sent += 1
         self.stats.sent += 1
-        request = make_request(sname, stype, do)
-        request.flags &= ~dns.flags.RD  # an iterative query (RFC 1034 5.3.1)
-        what = f"recurse: {addr} asked {sname} {type_text(stype)}{' (minimised)' if minimised else ''}"
+        request = IterativeQuery(sname, stype, do)  # RD clear: an iterative query (RFC 1034 5.3.1)
         started = loop.time()
         try:
             reply = await exchange(Server(addr, self.port), request, min(self.per_try, remaining))
         except UpstreamError as exc:
             self.stats.timeouts += 1
             self.infra.failed(addr, zone)
-            note(f"{what} -> {_short(exc)}")
+            if budget.note is not None:
+                budget.note(f"{_asked(addr, sname, stype, minimised)} -> {_short(exc)}")
             return None
         self.infra.answered(addr, zone, loop.time() - started)
         verdict = classify(reply, zone, sname, stype)
         self.stats.count(verdict.kind)
-        note(f"{what} -> {_describe(verdict)}")
+        if budget.note is not None:
+            budget.note(f"{_asked(addr, sname, stype, minimised)} -> {_describe(verdict)}")
         if verdict.kind is Kind.LAME or (
             verdict.kind is Kind.ERROR and (not minimised or verdict.rcode in (dns.rcode.REFUSED, dns.rcode.SERVFAIL))
         ):
@@ -532,6 +545,10 @@ def _next_name(name: dns.name.Name, have: int, count: int) -> dns.name.Name:
         step = max(1, (len(name) - have) // max(left, 1))
     keep = min(len(name), have + step)
     return dns.name.Name(name.labels[len(name) - keep :])
+
+
+def _asked(addr: str, sname: dns.name.Name, stype: int, minimised: bool) -> str:
+    return f"recurse: {addr} asked {sname} {type_text(stype)}{' (minimised)' if minimised else ''}"
 
 
 def _short(exc: Exception) -> str:

@@ -20,8 +20,10 @@ from dnsd.errors import DnsdError
 from dnsd.recurse.classify import Kind, classify
 from dnsd.recurse.hints import load_hints, parse_hints
 from dnsd.recurse.infra import DOWN_FOR, Delegation, Infra
+from dnsd.recurse.query import IterativeQuery
 from dnsd.recurse.share import Flights
 from dnsd.recurse.walk import _next_name, _primed
+from dnsd.upstream.client import make_request
 
 N = dns.name.from_text
 
@@ -398,3 +400,24 @@ def test_two_flights_that_need_each_other_do_not_wait_forever() -> None:
 
 async def _value(v: str) -> str:
     return v
+
+
+# ---------------------------------------------------------------- the query a walk sends (dnsd.recurse.query)
+
+
+@pytest.mark.parametrize(
+    ("qname", "qtype", "do"),
+    [("h1.bench.test.", 1, False), (".", 2, False), ("Www.Example.TEST.", 43, True), ("a.b.c.d.e.", 28, True)],
+)
+def test_iterative_query_is_what_dnspython_builds(qname: str, qtype: int, do: bool) -> None:
+    """The hand-built wire form is dnspython's own, with RD clear (RFC 1034 5.3.1): same header, question (the
+    name as spelt) and OPT (our buffer size, the DO bit); a new ID (the TCP retry) is the only change."""
+    ours = IterativeQuery(N(qname), qtype, do)
+    theirs = make_request(N(qname), qtype, do)
+    theirs.flags &= ~dns.flags.RD
+    for new_id in (ours.id, 0, 0xFFFF):
+        ours.id = theirs.id = new_id
+        assert ours.to_wire() == theirs.to_wire()
+    parsed = dns.message.from_wire(ours.to_wire())
+    assert (parsed.question[0].name.to_text(), parsed.question[0].rdtype) == (qname, qtype)
+    assert (parsed.payload, bool(parsed.ednsflags & dns.flags.DO), parsed.flags & dns.flags.RD) == (1232, do, 0)
