@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dns.rcode
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
@@ -113,6 +114,7 @@ class Uses:
 
     selectors: list[tuple[str | None, frozenset[str]]] = field(default_factory=list)
     grouping: set[str] = field(default_factory=set)
+    equals: set[tuple[str | None, str, str]] = field(default_factory=set)  # (metric, label, value) of `label="v"`
 
     @property
     def metrics(self) -> set[str]:
@@ -165,6 +167,8 @@ def promql_uses(expr: str) -> Uses:
         elif inner == "selector":
             if nxt in MATCH_OPS:
                 stack[-1][2].add(text)
+            if nxt == "=" and i + 2 < len(toks) and toks[i + 2][0] == "str":
+                uses.equals.add((stack[-1][1], text, toks[i + 2][1][1:-1]))
         elif text in KEYWORDS or nxt == "(" or nxt in ("by", "without"):
             continue  # a keyword, a function, an aggregation (`sum by (x) (...)` too)
         elif nxt != "{":
@@ -206,6 +210,11 @@ TOKENIZER_CASES = [
     TokCase("instance:dnsd_x:rate5m > 0.05  # comment with name_in_it", {"instance:dnsd_x:rate5m"}, set()),
     TokCase("topk(10, sum by(namespace)(rate(n_total[5m])))", {"n_total"}, {"namespace"}),
 ]
+
+
+def test_tokenizer_reads_equality_matchers() -> None:
+    uses = promql_uses('a{rcode="SERVFAIL", x=~"y"} / on (i) b{result="failure"} + {z="1"}')
+    assert uses.equals == {("a", "rcode", "SERVFAIL"), ("b", "result", "failure"), (None, "z", "1")}
 
 
 @pytest.mark.parametrize("case", TOKENIZER_CASES, ids=[c.expr[:40] for c in TOKENIZER_CASES])
@@ -380,6 +389,24 @@ def test_docs_table_is_read() -> None:
     assert {f.type for f in docs.values()} == {"counter", "gauge", "histogram"}
 
 
+def documented_values() -> dict[tuple[str, str], frozenset[str]]:
+    """(series, label) -> the values a label can take: every rcode's name (dnspython's spelling, which dnsd uses),
+    and the values docs/metrics.md lists in parentheses after a label (`result` (`success`, `failure`))."""
+    rcodes = frozenset(dns.rcode.to_text(r) for r in dns.rcode.Rcode)
+    out: dict[tuple[str, str], frozenset[str]] = {}
+    for line in DOCS.read_text().splitlines():
+        m = ROW.match(line)
+        if not m:
+            continue
+        fam = documented()[m["name"]]
+        for series, labels in fam.series().items():
+            if "rcode" in labels:
+                out[(series, "rcode")] = rcodes
+            for label, values in re.findall(r"`(\w+)`\s*\(([^)]*)\)", m["labels"]):
+                out[(series, label)] = frozenset(re.findall(r"`(\w+)`", values))
+    return out
+
+
 def vocabulary() -> dict[str, frozenset[str]]:
     """Every series name the files may use, with its labels: dnsd's documented series and the recorded ones."""
     vocab: dict[str, frozenset[str]] = {}
@@ -408,6 +435,11 @@ def name_problems(e: Expr, vocab: dict[str, frozenset[str]]) -> list[str]:
         problems.append(f"grouping by {sorted(unknown)}: none of {sorted(uses.metrics)} has it")
     if not uses.metrics:
         problems.append("names no metric")
+    values = documented_values()
+    for metric, label, value in uses.equals:
+        allowed = values.get((metric or "", label))
+        if allowed is not None and value not in allowed:
+            problems.append(f'{metric}{{{label}="{value}"}}: {label} is one of {sorted(allowed)}')
     return problems
 
 
@@ -427,6 +459,8 @@ def test_expression_names_documented_metrics_and_labels(e: Expr) -> None:
         "sum by (rcode) (rate(dnsd_dns_requests_total[5m]))",  # requests have no rcode
         "rate(dnsd_dns_request_duration_seconds[5m])",  # a histogram is read through _bucket/_sum/_count
         'dnsd_cache_entries{le="1"}',  # `le` only on buckets
+        'dnsd_dns_responses_total{rcode="NXDomain"}',  # dnsd spells rcodes as dnspython does: NXDOMAIN
+        'dnsd_config_reloads_total{result="failed"}',  # the documented values are success, failure
     ],
 )
 def test_name_check_catches_a_wrong_name(expr: str) -> None:
