@@ -43,7 +43,7 @@ import dns.rrset
 
 from dnsd.recurse.classify import AAAA, DS, NS, Kind, Verdict, classify, rcode_text, type_text, within
 from dnsd.recurse.hints import Hints
-from dnsd.recurse.infra import MAX_TTL, Delegation, Infra
+from dnsd.recurse.infra import MAX_TTL, Delegation, Infra, key
 from dnsd.recurse.query import IterativeQuery
 from dnsd.recurse.share import Flights
 from dnsd.upstream.client import DNS_PORT, Server, UpstreamError, exchange
@@ -340,7 +340,9 @@ class Walker:
             return self._ask_servers(deleg, sname, stype, budget, depth, do, minimised)
 
         try:
-            return await self.flights.run((deleg.zone, sname, stype, do, minimised), ask, budget.deadline, joined)
+            return await self.flights.run(
+                (key(deleg.zone), key(sname), stype, do, minimised), ask, budget.deadline, joined
+            )
         except TimeoutError:
             raise WorkLimit("out of time (waiting for a shared query)") from None
 
@@ -400,7 +402,7 @@ class Walker:
             return self._lookup_host(ns, budget, depth)
 
         try:
-            return await self.flights.run(("host", ns), look, budget.deadline, joined)
+            return await self.flights.run(("host", key(ns)), look, budget.deadline, joined)
         except TimeoutError:
             raise WorkLimit("out of time (waiting for a shared look-up)") from None
 
