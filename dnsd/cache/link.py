@@ -10,9 +10,10 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from dnsd.cache.store import STALE_RETRY, AnswerCache, Entry, Key, WireReply, cache_key, wire_reply
+from dnsd.cache.store import NO_KEY, STALE_RETRY, AnswerCache, CacheKey, Entry, WireReply, cache_key, wire_reply
 from dnsd.engine.acl import ClientAcl
 from dnsd.engine.context import UDP, QueryContext
+from dnsd.observe.counts import Key
 from dnsd.proto.answer import NOERROR, NXDOMAIN, RR, SERVFAIL, Answer, Labels
 from dnsd.proto.render import Rendered, finish
 from dnsd.proto.wire import Query, rcode_text
@@ -42,7 +43,7 @@ class CacheLink:
         self.wire = cache.wire  # the exact-query replies (one dict for the cache's life: cleared, never replaced)
         self._packed_memo = acl.packed_memo  # the ACL's verdicts by address octets, read without a call
         self.stats = cache.stats
-        self._inflight: dict[Key, asyncio.Task[Answer | None]] = {}
+        self._inflight: dict[CacheKey, asyncio.Task[Answer | None]] = {}
         self._prefetches: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------ hits
@@ -76,6 +77,7 @@ class CacheLink:
         if now < wire.until and entry.live and not self.prefetch:
             self.stats.hits += 1
             entry.hits += 1
+            wire.hits += 1
             return wire.current
         return self._serve(rest, wire)
 
@@ -87,10 +89,11 @@ class CacheLink:
         else:
             out = wire.at(now)
             if out is None:
-                self.wire.pop(rest, None)
+                self.cache.forget(rest)
                 return None
         self.stats.hits += 1
         entry.hits += 1
+        wire.hits += 1
         if self.prefetch:
             self._maybe_prefetch(entry, now)
         return out
@@ -123,10 +126,12 @@ class CacheLink:
             ctx.note(f"cache: expired {int(now - entry.expires)} s ago")
         return None
 
-    def reply(self, entry: Entry, rendered: Rendered, data: bytes, serial: int, remember: bool) -> bytes:
+    def reply(
+        self, entry: Entry, rendered: Rendered, data: bytes, serial: int, remember: bool, key: Key | None = None
+    ) -> bytes:
         """The reply for a fresh hit that took the full path: rendered from the entry at age 0 and aged by a
         patch, and kept for the exact query when `remember` (queries without EDNS options repeat exactly)."""
-        wire = wire_reply(entry, finish(rendered, data, serial))
+        wire = wire_reply(entry, finish(rendered, data, serial), key or NO_KEY, len(data))
         if remember:
             self.cache.remember(data[2:], wire)
         out = wire.at(self.clock())
@@ -168,7 +173,7 @@ class CacheLink:
             return await link.resolve(q, ctx)  # the link refuses it; nothing is shared or kept
         return await self._shared(link, q, cache_key(q), ctx)
 
-    async def _shared(self, link: TailLink, q: Query, key: Key, ctx: QueryContext) -> Answer | None:
+    async def _shared(self, link: TailLink, q: Query, key: CacheKey, ctx: QueryContext) -> Answer | None:
         task = self._inflight.get(key)
         if task is None:
             task = asyncio.get_running_loop().create_task(self._fetch(link, q, key, ctx), name="cache fill")
@@ -180,13 +185,13 @@ class CacheLink:
         # shield: a client that gives up (deadline) must not cancel the query the others wait on.
         return await asyncio.shield(task)
 
-    def _fetched(self, key: Key, task: asyncio.Task[Answer | None]) -> None:
+    def _fetched(self, key: CacheKey, task: asyncio.Task[Answer | None]) -> None:
         if self._inflight.get(key) is task:
             del self._inflight[key]
         if not task.cancelled():
             task.exception()  # retrieved here too: every waiter may have given up (the engine's deadline)
 
-    async def _fetch(self, link: TailLink, q: Query, key: Key, ctx: QueryContext) -> Answer | None:
+    async def _fetch(self, link: TailLink, q: Query, key: CacheKey, ctx: QueryContext) -> Answer | None:
         ans = await link.resolve(q, ctx)
         if ans is None:
             return None

@@ -12,6 +12,7 @@ from typing import Any
 from cachetools import TLRUCache
 
 from dnsd.config import CacheConfig
+from dnsd.observe.counts import Key, QueryCounts
 from dnsd.proto.answer import NOERROR, NXDOMAIN, RR, SERVFAIL, SOA, Answer, Labels
 from dnsd.proto.ttl import ttl_offsets
 from dnsd.proto.wire import Query
@@ -21,10 +22,11 @@ STALE_TTL = 30  # the TTL of a stale answer (RFC 8767 4)
 STALE_RETRY = 30.0  # while serving stale, at most one refresh attempt per this many seconds (RFC 8767 5)
 WIRE_MIN = 1024  # exact-query replies kept at least; at most twice the entries (cleared whole when full)
 
-Key = tuple[bytes, int, bool, bool]  # lower-cased qname wire, qtype, DO, CD (the class is always IN here)
+CacheKey = tuple[bytes, int, bool, bool]  # lower-cased qname wire, qtype, DO, CD (the class is always IN here)
+NO_KEY = Key(".", "other", "NOERROR", "cache", "udp", "1", "")
 
 
-def cache_key(q: Query) -> Key:
+def cache_key(q: Query) -> CacheKey:
     """Case does not matter (RFC 4343); DO and CD change what an upstream returns (RFC 4035 3.2), so each is
     its own entry."""
     return (q.qname_wire.lower(), q.qtype, q.edns is not None and q.edns.do, bool(q.flags & 0x0010))
@@ -34,7 +36,7 @@ def cache_key(q: Query) -> Key:
 class Entry:
     """One cached answer: the records with their TTLs when stored (capped at the entry's TTL)."""
 
-    key: Key
+    key: CacheKey
     answer: Answer
     stored: float
     ttl: int
@@ -84,6 +86,11 @@ class WireReply:
     template: bytes
     offsets: list[int]
     base: list[int]  # each TTL as rendered, at age 0
+    key: Key = NO_KEY  # the metrics' labels (dnsd.observe.counts): hits counted as the fast path's slots are
+    qsize: int = 0
+    rsize: int = 0
+    hits: int = 0
+    seen: int = 0
     age: int = -1
     current: bytes = b""
     until: float = 0.0  # `current` is right until this time (the next whole second of age); 0: not made yet
@@ -104,12 +111,12 @@ class WireReply:
         return self.current
 
 
-def wire_reply(entry: Entry, reply: bytes) -> WireReply:
+def wire_reply(entry: Entry, reply: bytes, key: Key = NO_KEY, qsize: int = 0) -> WireReply:
     """A WireReply from a full reply rendered from entry.answer at age 0."""
     offsets = [off - 2 for off in ttl_offsets(reply)]
     rest = reply[2:]
     base = [struct.unpack_from("!I", rest, off)[0] for off in offsets]
-    return WireReply(entry, rest, offsets, base)
+    return WireReply(entry, rest, offsets, base, key, qsize, len(reply))
 
 
 @dataclass(slots=True)
@@ -128,7 +135,7 @@ class CacheStats:
     withdrawn: int = 0  # entries dropped because a zone of ours now holds their name
 
 
-class _Entries(TLRUCache[Key, Entry]):
+class _Entries(TLRUCache[CacheKey, Entry]):
     """Entries by key: least recently used evicted first when full, dropped once past expiry plus the stale
     window (ttu). Eviction marks the entry dead, so its wire replies are no longer served."""
 
@@ -137,16 +144,16 @@ class _Entries(TLRUCache[Key, Entry]):
         self.stale_window = stale_window
         self.stats = stats
 
-    def _ttu(self, _key: Key, entry: Entry, _now: float) -> float:
+    def _ttu(self, _key: CacheKey, entry: Entry, _now: float) -> float:
         return entry.expires + self.stale_window
 
-    def popitem(self) -> tuple[Key, Entry]:
+    def popitem(self) -> tuple[CacheKey, Entry]:
         key, entry = super().popitem()
         entry.live = False
         self.stats.evictions += 1
         return key, entry
 
-    def expire(self, time: float | None = None) -> list[tuple[Key, Entry]]:
+    def expire(self, time: float | None = None) -> list[tuple[CacheKey, Entry]]:
         gone = super().expire(time)
         for _key, entry in gone:
             entry.live = False
@@ -163,6 +170,7 @@ class AnswerCache:
     is_ours: Callable[[Labels], bool]
     clock: Callable[[], float] = time.monotonic
     stats: CacheStats = field(default_factory=CacheStats)
+    counts: QueryCounts | None = None  # where exact replies' hits go when they leave (the engine's)
 
     def __post_init__(self) -> None:
         self.entries = _Entries(self.cfg.size, self.cfg.serve_stale, self.now, self.stats)
@@ -176,7 +184,7 @@ class AnswerCache:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def get(self, key: Key) -> Entry | None:
+    def get(self, key: CacheKey) -> Entry | None:
         """The entry for key, fresh or (within the serve-stale window) expired."""
         return self.entries.get(key)
 
@@ -225,8 +233,21 @@ class AnswerCache:
     def remember(self, rest: bytes, wire: WireReply) -> None:
         """Keep the reply for one exact query (everything after the ID), bounded by count."""
         if len(self.wire) >= self.wire_max:
-            self.wire.clear()
+            self.clear_wire()
         self.wire[rest] = wire
+
+    def forget(self, rest: bytes) -> None:
+        """One exact reply goes (its entry expired): its hits go to the totals."""
+        wire = self.wire.pop(rest, None)
+        if wire is not None and wire.hits and self.counts is not None:
+            self.counts.fold(wire, rest)
+
+    def clear_wire(self) -> None:
+        if self.counts is not None:
+            for rest, wire in self.wire.items():
+                if wire.hits:
+                    self.counts.fold(wire, rest)
+        self.wire.clear()
 
     def drop_under(self, zone: Labels) -> int:
         """A zone of ours appeared or changed: forget every entry at or below it (and every wire reply)."""
@@ -235,7 +256,7 @@ class AnswerCache:
         for key in gone:
             entry = self.entries.pop(key)
             entry.live = False
-        self.wire.clear()
+        self.clear_wire()
         self.stats.withdrawn += len(gone)
         return len(gone)
 

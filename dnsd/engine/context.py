@@ -29,6 +29,8 @@ class QueryContext:
     # `dnsd query --trace`: the walk, one line per step, when the client asked for it; None (the usual case)
     # costs nothing.
     trace: list[str] | None = None
+    # A pre-rendered table hit: the link that rendered it (the metrics count it under that link).
+    table_link: str = ""
     # The cache entry a fresh hit came from: the engine keeps its reply as wire bytes for the exact query.
     cache_entry: Entry | None = None
 

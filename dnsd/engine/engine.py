@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from dnsd.engine.acl import ClientAcl
 from dnsd.engine.chain import Chain
 from dnsd.engine.context import TCP, UDP, QueryContext
-from dnsd.engine.fastpath import FastTable
+from dnsd.engine.fastpath import FastTable, table_index
 from dnsd.errors import FormatError
-from dnsd.proto.answer import AXFR, BADVERS, IXFR, NOTIMP, REFUSED, SERVFAIL, Answer, Tag
+from dnsd.observe.counts import Key, QueryCounts, Slot, key_for
+from dnsd.proto.answer import AXFR, BADVERS, IXFR, NOTIMP, REFUSED, SERVFAIL, Answer, Labels, Tag
 from dnsd.proto.render import finish, render, simple_reply, with_option
 from dnsd.proto.trace import trace_option, wants_trace
 from dnsd.proto.tsig import badkey_reply
@@ -38,6 +39,7 @@ qlog = logging.getLogger("dnsd.query")
 TCP_LIMIT = 65535
 MAX_INFLIGHT = 1000  # queries waiting on the async tail at once; more are shed with SERVFAIL
 ASYNC_DEADLINE = 5.0  # seconds a query may wait on the async tail before it gets SERVFAIL
+LINKS = frozenset({"cluster", "zone", "cache", "forward", "recurse", "terminal"})  # the metrics' link label
 
 # What a listener gets back: the reply now, nothing (drop), or a reply later (the async tail).
 Reply = bytes | None
@@ -66,11 +68,19 @@ class Engine:
         max_inflight: int = MAX_INFLIGHT,
         deadline: float = ASYNC_DEADLINE,
         trace_acl: ClientAcl | None = None,
+        counts: QueryCounts | None = None,
+        classify: Callable[[Labels], tuple[str, str]] | None = None,
     ) -> None:
         self.chain = chain
+        self.counts = counts if counts is not None else QueryCounts()
+        # (zone, namespace) of a name, for the metrics' labels: given by the App, which knows the zones.
+        self.classify: Callable[[Labels], tuple[str, str]] = classify or self._classify
         self.cache = chain.cache  # the answer cache's exact-query replies are looked up before the full path
+        if self.cache is not None:
+            self.cache.cache.counts = self.counts  # its exact replies' hits go where the fast path's go
         self.store = store
-        self.table = table if table is not None else FastTable()
+        self.table = table if table is not None else FastTable(counts=self.counts)
+        self.table.counts = self.counts
         self.counters = Counters()
         self.log_queries = log_queries
         self.max_inflight = max_inflight
@@ -96,12 +106,13 @@ class Engine:
                 if tag.kind == "zone":
                     self.cache.drop_under(tuple(lab for lab in tag.subject.split(".") if lab))
 
-    def exact_table(self, tcp: bool) -> dict[bytes, bytes]:
+    def exact_table(self, tcp: bool, v6: bool = False) -> dict[bytes, Slot]:
         """The exact-query table a listener may look queries up in itself (the fast path inlined: one slice, one
-        dict lookup, see fastpath.py). Empty while the query log is on, so that every query is logged."""
+        dict lookup and `slot.hits += 1`, see fastpath.py), one per transport and address family. Empty while the
+        query log is on, so that every query is logged."""
         if self.log_queries:
             return {}
-        return self.table.exact_tcp if tcp else self.table.exact_udp
+        return self.table.exact[table_index(tcp, v6)]
 
     def cache_table(self) -> Callable[[bytes, bytes], bytes | None] | None:
         """The answer cache's exact-reply lookup for a listener that inlines the fast path (UDP batches): given
@@ -114,11 +125,13 @@ class Engine:
     def handle(self, data: bytes, tcp: bool = False, client: object = None) -> Reply | Later:
         """The reply for a datagram or TCP message: bytes now, None when nothing must be sent, or an awaitable
         when the query waits on the async tail."""
-        rest = self.exact_table(tcp).get(data[2:])
-        if rest is not None:
+        v6 = isinstance(client, tuple) and ":" in client[0]
+        slot = self.exact_table(tcp, v6).get(data[2:])
+        if slot is not None:
             self.counters.queries += 1
             self.counters.fast_hits += 1
-            return data[:2] + rest
+            slot.hits += 1
+            return data[:2] + slot.rest
         return self.handle_miss(data, tcp, client)
 
     def handle_miss(self, data: bytes, tcp: bool = False, client: object = None) -> Reply | Later:
@@ -129,7 +142,7 @@ class Engine:
             rest = self.cache.exact(data[2:], peer)
             if rest is not None:
                 return data[:2] + rest
-        ctx = QueryContext(peer, TCP if tcp else UDP, time.perf_counter() if self.log_queries else 0.0)
+        ctx = QueryContext(peer, TCP if tcp else UDP, time.perf_counter())
         try:
             out = self._slow(data, ctx)
         except Exception:
@@ -137,6 +150,8 @@ class Engine:
         if isinstance(out, bytes) or out is None:
             if ctx.trace is not None and out is not None:
                 out = self._traced(out, ctx)
+            if out is not None:
+                self._count(ctx, len(data), out)
             if self.log_queries:
                 self._log(ctx, out)
             return out
@@ -197,13 +212,15 @@ class Engine:
                 return self._cached(q, data, limit, ctx)
             if not ans.cacheable or not (ans.answer or ans.authority or ans.additional or ans.aa):
                 return self._render_uncached(q, ans, limit)
-            entry = self.table.put(key, render(q, ans, limit), ans.tags)
+            entry = self.table.put(key, render(q, ans, limit), ans.tags, ctx.link)
         else:
             ctx.link = "fast"
+            ctx.table_link = entry.link
         reply = finish(entry.rendered, data, self.store.serial)
         if q.edns is None or not q.edns.options:
             # Queries with EDNS options (dig's fresh COOKIE each run) never repeat exactly: not worth a slot.
-            self.table.remember_exact(entry, ctx.tcp, data[2:], reply[2:])
+            v6 = ctx.client is not None and ":" in ctx.client[0]
+            self.table.remember_exact(entry, ctx.tcp, data[2:], reply[2:], self._key(ctx, reply[3] & 0x0F), v6)
         return reply
 
     def _cached(self, q: Query, data: bytes, limit: int, ctx: QueryContext) -> bytes:
@@ -212,7 +229,8 @@ class Engine:
         entry = ctx.cache_entry
         rendered = render(q, entry.answer, limit)
         remember = q.edns is None or not q.edns.options
-        return self.cache.reply(entry, rendered, data, self.store.serial, remember)
+        key = self._key(ctx, entry.answer.rcode & 0x0F)
+        return self.cache.reply(entry, rendered, data, self.store.serial, remember, key)
 
     # ------------------------------------------------------------ the async tail
 
@@ -245,6 +263,8 @@ class Engine:
             self.inflight -= 1
         if ctx.trace is not None and reply is not None:
             reply = self._traced(reply, ctx)
+        if reply is not None:
+            self._count(ctx, len(q.data), reply)
         if self.log_queries:
             self._log(ctx, reply)
         return reply
@@ -263,6 +283,40 @@ class Engine:
         if not (ans.answer or ans.authority or ans.additional or ans.aa):
             return simple_reply(q, ans.rcode, ra=ans.ra)
         return finish(render(q, ans, limit), q.data, self.store.serial)
+
+    # ------------------------------------------------------------ counting (dnsd.observe)
+
+    def _key(self, ctx: QueryContext, rcode: int) -> Key:
+        """The labels a reply is counted under (dnsd.observe.counts.Key)."""
+        q = ctx.query
+        link = ctx.table_link or ctx.link.split("+", 1)[0]
+        if link not in LINKS:
+            link = "engine"  # FORMERR, NOTIMP, BADVERS, shed, deadline, internal errors: the engine's own
+        v6 = ctx.client is not None and ":" in ctx.client[0]
+        if q is None:
+            return key_for(".", 0, rcode, link, ctx.transport, v6, "")
+        zone, namespace = self.classify(q.labels)
+        if namespace:
+            namespace = self.counts.namespace(namespace)
+        return key_for(zone, q.qtype, rcode, link, ctx.transport, v6, namespace)
+
+    def _classify(self, labels: Labels) -> tuple[str, str]:
+        """The zone and namespace labels of a name: asked of the chain's links that have zones (cluster, zone
+        files); "." for every other name."""
+        for link in self.chain.links:
+            classify = getattr(link, "classify", None)
+            if classify is not None:
+                found = classify(labels)
+                if found is not None:
+                    return found  # type: ignore[no-any-return]
+        return ".", ""
+
+    def _count(self, ctx: QueryContext, qsize: int, reply: bytes) -> None:
+        """A reply that did not come from an exact slot: counted with its time (dnsd.observe.counts)."""
+        key = self._key(ctx, reply[3] & 0x0F)
+        self.counts.add(key, 1, time.perf_counter() - ctx.started, qsize, len(reply))
+        if key.rcode == "NXDOMAIN" and ctx.query is not None:
+            self.counts.nxdomain_names.add(ctx.query.name_text.lower())
 
     # ------------------------------------------------------------ the query log
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from dnsd.observe.counts import Key, QueryCounts, Slot
 from dnsd.proto.answer import ALL, Tag
 from dnsd.proto.render import Rendered
 
@@ -35,14 +36,24 @@ ENTRY_OVERHEAD = 330
 class Entry:
     rendered: Rendered
     tags: frozenset[Tag]
-    exact: list[tuple[bool, bytes]] = field(default_factory=list)  # (tcp, exact key) pairs that point here
+    link: str = "cluster"  # the link that answered (the metrics' link label for its hits)
+    exact: list[tuple[int, bytes]] = field(default_factory=list)  # (table index, exact key) pairs that point here
+
+
+def table_index(tcp: bool, v6: bool) -> int:
+    """Which exact table: one per transport and address family, so that a hit's slot knows both labels."""
+    return (2 if tcp else 0) + (1 if v6 else 0)
 
 
 class FastTable:
     """Bounded: when full, the oldest entry goes (dicts keep insertion order)."""
 
     def __init__(
-        self, max_entries: int = 50_000, entry_budget: int = ENTRY_BUDGET, exact_budget: int = EXACT_BUDGET
+        self,
+        max_entries: int = 50_000,
+        entry_budget: int = ENTRY_BUDGET,
+        exact_budget: int = EXACT_BUDGET,
+        counts: QueryCounts | None = None,
     ) -> None:
         self.max_entries = max_entries
         self.entry_budget = entry_budget
@@ -52,8 +63,11 @@ class FastTable:
         self.entries: dict[bytes, Entry] = {}
         self.by_tag: dict[Tag, set[bytes]] = {}
         self.with_serial: set[bytes] = set()  # entries holding an SOA serial (negative answers, SOA queries)
-        self.exact_udp: dict[bytes, bytes] = {}
-        self.exact_tcp: dict[bytes, bytes] = {}
+        # UDP/IPv4, UDP/IPv6, TCP/IPv4, TCP/IPv6 (table_index): query after its ID -> the Slot of its reply.
+        self.exact: tuple[dict[bytes, Slot], ...] = ({}, {}, {}, {})
+        self.exact_udp, self.exact_udp6, self.exact_tcp, self.exact_tcp6 = self.exact
+        # Where a slot's hits go when it leaves its table (the metrics read live slots at scrape time).
+        self.counts = counts if counts is not None else QueryCounts()
         self._tag_sets: dict[frozenset[Tag], frozenset[Tag]] = {}
 
     def __len__(self) -> int:
@@ -62,7 +76,7 @@ class FastTable:
     def get(self, key: bytes) -> Entry | None:
         return self.entries.get(key)
 
-    def put(self, key: bytes, rendered: Rendered, tags: frozenset[Tag]) -> Entry:
+    def put(self, key: bytes, rendered: Rendered, tags: frozenset[Tag], link: str = "cluster") -> Entry:
         if key in self.entries:
             self._remove(key)
         cost = _entry_cost(key, rendered)
@@ -72,7 +86,7 @@ class FastTable:
             self._tag_sets.clear()  # only a cache of shared copies: dropping it loses nothing
         # Most answers share a tag set (every absent name of a namespace has the same one): keep one copy.
         tags = self._tag_sets.setdefault(tags, tags)
-        entry = Entry(rendered, tags)
+        entry = Entry(rendered, tags, link)
         self.entries[key] = entry
         self.entry_bytes += cost
         for tag in tags:
@@ -81,12 +95,16 @@ class FastTable:
             self.with_serial.add(key)
         return entry
 
-    def remember_exact(self, entry: Entry, tcp: bool, query_after_id: bytes, reply_after_id: bytes) -> None:
-        """Map this query (after its ID) to this reply (after its ID). query_after_id must be a query that
-        wire.parse_query accepted; one with octets after its last record gets no slot (see the module doc)."""
+    def remember_exact(
+        self, entry: Entry, tcp: bool, query_after_id: bytes, reply_after_id: bytes, key: Key, v6: bool = False
+    ) -> None:
+        """Map this query (after its ID) to this reply (after its ID), counted under key. query_after_id must be a
+        query that wire.parse_query accepted; one with octets after its last record gets no slot (see the module
+        doc)."""
         if len(entry.exact) >= MAX_EXACT_PER_ENTRY or parsed_length(query_after_id) != len(query_after_id):
             return
-        table = self.exact_tcp if tcp else self.exact_udp
+        index = table_index(tcp, v6)
+        table = self.exact[index]
         if query_after_id in table:
             return  # already there (a slot of another entry for the same octets: keep that one)
         cost = len(query_after_id) + len(reply_after_id) + EXACT_OVERHEAD
@@ -94,23 +112,33 @@ class FastTable:
             return  # would not fit even in empty tables
         if len(table) >= 2 * self.max_entries or self.exact_bytes + cost > self.exact_budget:
             self.clear_exact()  # a cheap bound; hot queries come back on their next ask
-        table[query_after_id] = reply_after_id
+        table[query_after_id] = Slot(reply_after_id, key, len(query_after_id) + 2)
         self.exact_bytes += cost
-        entry.exact.append((tcp, query_after_id))
+        entry.exact.append((index, query_after_id))
 
     def clear_exact(self) -> None:
-        """Empty both exact tables; every entry may collect MAX_EXACT_PER_ENTRY slots again."""
-        self.exact_udp.clear()
-        self.exact_tcp.clear()
+        """Empty the exact tables; every entry may collect MAX_EXACT_PER_ENTRY slots again."""
+        self._fold_all()
+        for table in self.exact:
+            table.clear()
         self.exact_bytes = 0
         for entry in self.entries.values():
             entry.exact.clear()
 
+    def _fold_all(self) -> None:
+        fold = self.counts.fold
+        for table in self.exact:
+            for k, slot in table.items():
+                if slot.hits:
+                    fold(slot, k)
+
     def _forget_exact(self, entry: Entry) -> None:
-        for tcp, k in entry.exact:
-            reply = (self.exact_tcp if tcp else self.exact_udp).pop(k, None)
-            if reply is not None:
-                self.exact_bytes -= len(k) + len(reply) + EXACT_OVERHEAD
+        for index, k in entry.exact:
+            slot = self.exact[index].pop(k, None)
+            if slot is not None:
+                self.exact_bytes -= len(k) + len(slot.rest) + EXACT_OVERHEAD
+                if slot.hits:
+                    self.counts.fold(slot, k)
         entry.exact.clear()
 
     def _remove(self, key: bytes) -> None:
@@ -154,8 +182,9 @@ class FastTable:
         self.entry_bytes = 0
         self.by_tag.clear()
         self.with_serial.clear()
-        self.exact_udp.clear()
-        self.exact_tcp.clear()
+        self._fold_all()
+        for table in self.exact:
+            table.clear()
         self.exact_bytes = 0
 
 

@@ -21,6 +21,7 @@ import logging
 import random
 import secrets
 import ssl
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -35,10 +36,19 @@ from dnsd.engine.acl import ClientAcl
 from dnsd.engine.context import QueryContext
 from dnsd.errors import DnsdError
 from dnsd.forward.resolvconf import read_resolv_conf
+from dnsd.observe.counts import UPSTREAM_BUCKETS, Histogram
 from dnsd.proto.answer import NOERROR, NXDOMAIN, REFUSED, SERVFAIL, Answer, Labels
 from dnsd.proto.wire import Query
 from dnsd.upstream.answer import to_answer
-from dnsd.upstream.client import Server, UpstreamError, exchange, make_request, parse_server
+from dnsd.upstream.client import (
+    MalformedReply,
+    Server,
+    UpstreamError,
+    UpstreamTimeout,
+    exchange,
+    make_request,
+    parse_server,
+)
 from dnsd.upstream.tls import TlsServer, TlsUpstream, make_context, parse_tls_server
 
 log = logging.getLogger(__name__)
@@ -61,6 +71,21 @@ class Upstream:
         self.fails = 0
         self.down = False
         self.disabled = False  # it forwarded our loop probe back to us: never asked again
+        # For the metrics (dnsd_upstream_*): plain counters, read at scrape time.
+        self.requests = 0
+        self.responses: dict[int, int] = {}  # by rcode
+        self.failures: dict[str, int] = {}  # timeout, network, malformed
+        self.duration = Histogram(UPSTREAM_BUCKETS)
+
+    def failed(self, exc: Exception) -> None:
+        reason = (
+            "timeout"
+            if isinstance(exc, UpstreamTimeout)
+            else "malformed"
+            if isinstance(exc, MalformedReply)
+            else "network"
+        )
+        self.failures[reason] = self.failures.get(reason, 0) + 1
 
     async def exchange(self, request: dns.message.Message, per_try: float) -> dns.message.Message:
         if self.tls is not None:
@@ -173,6 +198,10 @@ class Forwarder:
         """The health record of an upstream ('ip:port' or 'tls://...'), for tests and, later, metrics."""
         return self._upstreams[_parse_upstream(text)]
 
+    def all_upstreams(self) -> list[Upstream]:
+        """Every upstream, default and stub, once each (metrics)."""
+        return list(self._upstreams.values())
+
     @property
     def servers(self) -> list[Server | TlsServer]:
         return [u.server for u in self.default.upstreams]
@@ -218,14 +247,19 @@ class Forwarder:
             request = make_request(qname, q.qtype, do)
             if q.flags & 0x0010:
                 request.flags |= dns.flags.CD  # RFC 4035 3.2.2: the client validates itself
+            up.requests += 1
+            sent = time.perf_counter()
             try:
                 reply = await up.exchange(request, self.timeout)
             except UpstreamError as exc:
+                up.failed(exc)
                 self._failed(up, exc)
                 ctx.note(f"forward: {up.server} failed: {exc}")
                 continue
             self._answered(up)
             rcode = reply.rcode()
+            up.duration.observe(time.perf_counter() - sent)
+            up.responses[rcode] = up.responses.get(rcode, 0) + 1
             if ctx.trace is not None:
                 ctx.note(f"forward: {up.server} answered {dns.rcode.to_text(rcode)}, {len(reply.answer)} RRsets")
             if rcode in (NOERROR, NXDOMAIN):

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dnsd.observe.counts import LATENCY_BUCKETS, Histogram
 from dnsd.sources.manifests import Parsed, parse_file
 from dnsd.store.model import KubeObject, describe, object_key
 from dnsd.store.store import ObjectKey, Prepared, Store
@@ -300,6 +301,7 @@ class _Round:
     batch: Prepared
     waiting: set[Path]  # files still being written: look at them again in `wait` seconds
     wait: float
+    changed_at: float | None = None  # the newest mtime among the files read (Unix time): the change's moment
 
 
 class FileSource:
@@ -316,6 +318,9 @@ class FileSource:
         self.bad: dict[Path, Signature] = {}  # files whose current content failed, reported once
         self.merged: dict[ObjectKey, tuple[KubeObject, Path]] = {}
         self.reload_errors = 0
+        self.confirmed_at = 0.0  # Unix time the last scan completed (data_age)
+        self.watching = False  # a directory watch is in place now
+        self.programming = Histogram(LATENCY_BUCKETS)  # change (file mtime) to the changed answer being served
         self.scan_errors = 0
         self.walks = 0  # walks of the directory tree so far
         self.reads = 0  # files parsed so far
@@ -405,7 +410,8 @@ class FileSource:
                 continue
             parsed[path] = result
         upserts, deletes = self._fold(present, gone, parsed)
-        return _Round(self.store.prepare(upserts, deletes), waiting, wait)
+        newest = max((present[path][0] for path in parsed), default=None)
+        return _Round(self.store.prepare(upserts, deletes), waiting, wait, newest / 1e9 if newest else None)
 
     def _report(self, w: Walk) -> None:
         """Log each walk problem once at ERROR (and once at INFO when it has cleared)."""
@@ -504,12 +510,24 @@ class FileSource:
                 result = await self._off_loop(targets)
                 if result is None:
                     break
-                changed += self.store.commit(result.batch)
+                committed = self.store.commit(result.batch)
+                changed += committed
+                if committed and result.changed_at is not None and self.store.synced:
+                    # Committed means served: the store's listeners dropped the stale answers synchronously.
+                    self.programming.observe(max(0.0, time.time() - result.changed_at))
                 if result.wait <= 0:
                     break
                 await asyncio.sleep(result.wait)
                 targets = result.waiting  # look again at just the files still being written
+        self.confirmed_at = time.time()
         return changed
+
+    def data_age(self) -> float:
+        """Seconds since the source last confirmed its data is current: 0 while the directory watch is in place
+        (every change reaches the store as it happens), else the time since the last complete scan."""
+        if self.watching:
+            return 0.0
+        return max(0.0, time.time() - self.confirmed_at) if self.confirmed_at else float("inf")
 
     async def _off_loop(self, targets: set[Path] | None) -> _Round | None:
         """Run _scan in a daemon thread of its own rather than the loop's executor: a scan parsing a big file
@@ -613,21 +631,29 @@ class FileSource:
         ) as w:
             # The watches are armed: only now catch up, so nothing written in between is missed.
             self.armed.set()
-            await self._sync_logged()
-            last_full = time.monotonic()
-            while (changes := await w.next()) is not None:
-                if _dir_identity(self.root) != ident or any(p == root_text for _, p in changes):
-                    # The directory itself was replaced or removed (its inode may even be reused by the new
-                    # one, so its own deletion event counts too): the old watch is dead, watch the new one.
-                    return
-                if time.monotonic() - last_full >= self.rescan_s:
-                    await self._sync_logged()  # the periodic walk: stats only, parses only what changed
+            self.watching = True
+            try:
+                await self._watch_changes(w, ident, root_text)
+            finally:
+                self.watching = False
+
+    async def _watch_changes(self, w: Watch, ident: tuple[int, int], root_text: str) -> None:
+        """Apply the watch's changes until the directory is replaced or removed, or the source stops."""
+        await self._sync_logged()
+        last_full = time.monotonic()
+        while (changes := await w.next()) is not None:
+            if _dir_identity(self.root) != ident or any(p == root_text for _, p in changes):
+                # The directory itself was replaced or removed (its inode may even be reused by the new
+                # one, so its own deletion event counts too): the old watch is dead, watch the new one.
+                return
+            if time.monotonic() - last_full >= self.rescan_s:
+                await self._sync_logged()  # the periodic walk: stats only, parses only what changed
+                last_full = time.monotonic()
+            elif changes:
+                targets = self._targets(changes)
+                await self._sync_logged(targets)
+                if targets is None:
                     last_full = time.monotonic()
-                elif changes:
-                    targets = self._targets(changes)
-                    await self._sync_logged(targets)
-                    if targets is None:
-                        last_full = time.monotonic()
 
     async def _sync_logged(self, targets: set[Path] | None = None) -> None:
         try:

@@ -28,6 +28,7 @@ class UdpListener:
     ) -> None:
         self.loop = loop
         self.sock = sock
+        self.v6 = sock.family == socket.AF_INET6  # which exact table (one per address family: the metrics' label)
         self.engine = engine
         self.send_errors = 0
         self.pending: set[asyncio.Task[None]] = set()
@@ -67,7 +68,7 @@ class UdpListener:
         engine = self.engine
         # The sender is always asked for on a miss: a reply from the async tail must know where to go.
         hits, unsent = self.batch.serve(
-            engine.exact_table(False), self._miss, True, UDP_BATCH // udp_batch.BATCH, engine.cache_table()
+            engine.exact_table(False, self.v6), self._miss, True, UDP_BATCH // udp_batch.BATCH, engine.cache_table()
         )
         self.send_errors += unsent
         engine.counters.queries += hits
@@ -78,7 +79,7 @@ class UdpListener:
         sendto = self.sock.sendto
         handle = self._miss
         # The fast path inlined (see Engine.handle): this exact query after its ID was answered before.
-        exact = self.engine.exact_table(False)
+        exact = self.engine.exact_table(False, self.v6)
         n = hits = 0
         while n < UDP_BATCH:
             try:
@@ -92,10 +93,11 @@ class UdpListener:
             n += 1
             if not addr[1]:
                 continue  # source port 0: spoofed, and no reply can be sent to it (see udp_batch.py)
-            rest = exact.get(data[2:])
-            if rest is not None:
+            slot = exact.get(data[2:])
+            if slot is not None:
                 hits += 1
-                reply: bytes | None = data[:2] + rest
+                slot.hits += 1
+                reply: bytes | None = data[:2] + slot.rest
             else:
                 reply = handle(data, False, addr)
             if reply is not None:

@@ -17,6 +17,8 @@ import sys
 from collections.abc import Callable
 from ctypes import POINTER, Structure, c_int, c_size_t, c_uint, c_uint32, c_void_p
 
+from dnsd.observe.counts import Slot
+
 BATCH = 128
 SLOT = 4097  # one octet more than the largest query accepted (wire.MAX_QUERY_SIZE), as with recvfrom
 MSG_DONTWAIT = 0x40
@@ -129,7 +131,7 @@ class BatchSocket:
 
     def serve(
         self,
-        exact: dict[bytes, bytes],
+        exact: dict[bytes, Slot],
         handle: Callable[[bytes, bool, object], bytes | None],
         want_source: bool,
         rounds: int,
@@ -164,12 +166,17 @@ class BatchSocket:
                     at = i * SLOT
                     data = rview[at : at + mlen[i * MLEN_STRIDE + MLEN_AT]].tobytes()
                     key = data[2:]
-                    rest = exact.get(key)
-                    if rest is None and cached is not None:
+                    slot = exact.get(key)
+                    if slot is not None:
+                        slot.hits += 1
+                        rest: bytes | None = slot.rest
+                    elif cached is not None:
                         # The answer cache's exact replies (dnsd.cache): keyed like `exact`, and the sender's
                         # address octets straight from the sockaddr slot for its allow_recursion check.
                         at = i * 28 + addr_at
                         rest = cached(key, nview[at : at + addr_len].tobytes())
+                    else:
+                        rest = None
                     if rest is not None:
                         hits += 1
                         reply = data[:2] + rest

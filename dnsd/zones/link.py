@@ -19,6 +19,11 @@ class ZoneHandler:
         zone = _zone_of(self.zones, name) if self.zones else None
         return zone.origin if zone is not None else None
 
+    def classify(self, labels: Labels) -> tuple[str, str] | None:
+        """For the metrics: the origin of the zone file a name is in (with its trailing dot); None: none."""
+        origin = self.zone_of(labels)
+        return (".".join(origin) + ".", "") if origin is not None else None
+
     def resolve(self, q: Query) -> Answer | None:
         zones = self.zones
         if not zones:
