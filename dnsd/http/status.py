@@ -41,12 +41,14 @@ class Families:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.samples: dict[str, list[tuple[Labels, float]]] = {}
+        self.names: set[str] = set()  # the families exported, with or without samples (no upstreams: none)
         for family in registry.collect():
+            self.names |= {family.name, f"{family.name}_total"}
             for s in family.samples:
-                self.samples.setdefault(s.name, []).append((dict(s.labels), float(s.value)))
+                self.samples.setdefault(s.name, []).append((dict(s.labels), _num(s.value)))
 
     def has(self, name: str) -> bool:
-        return name in self.samples
+        return name in self.names or name in self.samples
 
     def total(self, name: str, **match: str) -> float | None:
         """The sum of a family's samples whose labels match; None when the family is not exported."""
@@ -62,7 +64,7 @@ class Families:
         for labels, v in self.samples[name]:
             if _matches(labels, match):
                 key = labels.get(label, "")
-                out[key] = out.get(key, 0.0) + v
+                out[key] = out.get(key, 0) + v
         return out
 
     def value(self, name: str, **match: str) -> float | None:
@@ -71,6 +73,11 @@ class Families:
             if _matches(labels, match):
                 return v
         return None
+
+
+def _num(v: float) -> float:
+    """Counts as JSON integers (10, not 10.0); the rest as they are."""
+    return int(v) if float(v).is_integer() else float(v)
 
 
 def _matches(labels: Labels, match: dict[str, str]) -> bool:
