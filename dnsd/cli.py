@@ -1,9 +1,11 @@
 """The command line: `dnsd [--config FILE] [flags]`, `dnsd check-config FILE`, `dnsd query NAME [TYPE]`,
 `dnsd --version`; and signals.
 
-Signals while running: SIGTERM and SIGINT stop dnsd (exit 0). SIGHUP, which logrotate and operators send to
-reload, rescans the sources now (live config reload arrives with a later issue). SIGUSR1 and SIGUSR2 are
-logged and ignored: their default action would kill the process.
+Signals while running: SIGTERM and SIGINT drain and stop dnsd (exit 0): /ready says 503 at once, DNS is answered
+for drain.lameduck seconds more (a second SIGTERM or SIGINT cuts that short), then the listeners close and what is
+in flight gets drain.grace seconds. SIGHUP, which logrotate and operators send to reload, reloads the config file
+(as a change to the file does) and rescans the sources now. SIGUSR1 and SIGUSR2 are logged and ignored: their
+default action would kill the process.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from dnsd import __version__
-from dnsd.config import LOG_LEVELS, Config, load_config, parse_config, with_overrides
+from dnsd.config import LOG_LEVELS, Config, ConfigErrors, Overrides, read_config
 from dnsd.errors import DnsdError
+from dnsd.observe.logs import LogSetup
 
 DEFAULT_CONFIG = Path("config/dnsd.yaml")
 log = logging.getLogger("dnsd")
@@ -43,48 +46,52 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def load(args: argparse.Namespace) -> Config:
+def config_path(args: argparse.Namespace) -> Path | None:
+    """The file dnsd reads its config from (and reloads): --config, else config/dnsd.yaml if present, else none
+    (the built-in defaults)."""
     if args.config:
-        cfg = load_config(args.config)
-    elif DEFAULT_CONFIG.is_file():
-        cfg = load_config(DEFAULT_CONFIG)
-    else:
-        cfg = parse_config({})
-    return with_overrides(
-        cfg,
-        listen=args.listen,
+        return Path(args.config)
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+
+
+def overrides(args: argparse.Namespace) -> Overrides:
+    return Overrides(
+        listen=tuple(args.listen or ()),
         manifests=args.manifests,
         domain=args.domain,
         http=args.http,
-        upstream=args.upstream,
+        upstream=tuple(args.upstream or ()),
         log_level=args.log_level,
     )
+
+
+def load(args: argparse.Namespace) -> Config:
+    return read_config(config_path(args), overrides(args))
+
+
+def error_lines(exc: DnsdError) -> str:
+    """`dnsd: REASON`, one line per reason (a config can have several)."""
+    reasons = exc.reasons if isinstance(exc, ConfigErrors) else [str(exc)]
+    return "\n".join(f"dnsd: {r}" for r in reasons)
 
 
 CHECK_USAGE = "usage: dnsd check-config FILE  (validate FILE as `dnsd --config FILE` would, then exit)"
 
 
 def check_config(argv: list[str]) -> int:
-    """Everything `dnsd --config FILE` would refuse before listening: the file, its keys and values, and a
-    source that cannot be built (see dnsd.app.check_buildable). Whether the addresses can be bound is not
-    checked."""
+    """Everything `dnsd --config FILE` (and a reload) would refuse before listening: the file, its keys and
+    values (every bad key, one line each), and a source that cannot be built (dnsd.config.check_buildable).
+    Whether the addresses can be bound is not checked."""
     if argv in (["-h"], ["--help"]):
         print(CHECK_USAGE)
         return 0
     if len(argv) != 1:
         print(CHECK_USAGE, file=sys.stderr)
         return 2
-    from dnsd.app import check_buildable
-
     try:
-        cfg = load_config(argv[0])
+        read_config(Path(argv[0]))  # the one validation path: the start and every reload read through it too
     except DnsdError as exc:
-        print(f"dnsd: {exc}", file=sys.stderr)
-        return 1
-    try:
-        check_buildable(cfg)
-    except DnsdError as exc:
-        print(f"dnsd: {argv[0]}: {exc}", file=sys.stderr)
+        print(error_lines(exc), file=sys.stderr)
         return 1
     print(f"{argv[0]}: ok")
     return 0
@@ -99,9 +106,13 @@ class Resyncer:
         self._task: asyncio.Task[None] | None = None
         self._again = False
         self.ready = False  # set once the sources have started: their first listing is a full scan anyway
+        self.stopping = False  # set by SIGTERM: no reload or rescan from then on
         self.runs = 0
 
     def request(self) -> None:
+        if self.stopping:
+            log.info("SIGHUP while stopping: ignored")
+            return
         if not self.ready:
             log.info("SIGHUP during startup: ignored, the first listing is being read now")
             return
@@ -115,11 +126,11 @@ class Resyncer:
         while True:
             self._again = False
             self.runs += 1
-            log.info("SIGHUP: rescanning the sources")
+            log.info("SIGHUP: reloading the config and rescanning the sources")
             try:
                 await self._resync()
             except Exception:
-                log.exception("SIGHUP: rescan failed; the last good objects keep serving")
+                log.exception("SIGHUP: reload or rescan failed; the last good config and objects keep serving")
             else:
                 log.info("SIGHUP: rescanned the sources")
             if not self._again:
@@ -139,19 +150,33 @@ class Resyncer:
 
 
 def _ignored(sig: signal.Signals) -> None:
-    log.info("%s received: ignored (dnsd defines no action for it; SIGHUP rescans, SIGTERM stops)", sig.name)
+    log.info("%s received: ignored (dnsd defines no action for it; SIGHUP reloads, SIGTERM stops)", sig.name)
 
 
-async def serve(cfg: Config) -> int:
+async def serve(
+    cfg: Config, path: Path | None = None, flags: Overrides | None = None, logs: LogSetup | None = None
+) -> int:
     from dnsd.app import App
 
-    app = App(cfg)
+    app = App(cfg, path, flags)
+    app.logs = logs
     stop = asyncio.Event()
+    hurry = asyncio.Event()  # a second SIGTERM: the lameduck period ends now
     loop = asyncio.get_running_loop()
     resyncer = Resyncer(app.resync)
+
+    def terminate(sig: signal.Signals) -> None:
+        if not stop.is_set():
+            log.info("%s received: stopping", sig.name)
+            resyncer.stopping = True
+            stop.set()
+        elif not hurry.is_set():
+            log.info("%s received again: closing the listeners now", sig.name)
+            hurry.set()
+
     handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, terminate, sig)
     # Installed before start so that none of them can kill the process while it loads (their default action).
     loop.add_signal_handler(signal.SIGHUP, resyncer.request)
     for sig in (signal.SIGUSR1, signal.SIGUSR2):
@@ -178,9 +203,10 @@ async def serve(cfg: Config) -> int:
                 flush=True,
             )
         await stop.wait()
-        log.info("stopping")
         await resyncer.close()
+        await app.drain(hurry)
         await app.stop()
+        log.info("stopped")
     finally:
         await resyncer.close()
         for sig in handled:
@@ -191,12 +217,12 @@ async def serve(cfg: Config) -> int:
     return 0
 
 
-def _run(cfg: Config) -> int:
+def _run(cfg: Config, path: Path | None, flags: Overrides, logs: LogSetup) -> int:
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(serve(cfg))
-    return uvloop.run(serve(cfg))
+        return asyncio.run(serve(cfg, path, flags, logs))
+    return uvloop.run(serve(cfg, path, flags, logs))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,22 +239,18 @@ def main(argv: list[str] | None = None) -> int:
         # the process while it loads: their default action is to terminate.
         for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(sig, signal.SIG_IGN)
+    path, flags = config_path(args), overrides(args)
     try:
-        cfg = load(args)
+        cfg = read_config(path, flags)
     except DnsdError as exc:
-        print(f"dnsd: {exc}", file=sys.stderr)
+        print(error_lines(exc), file=sys.stderr)
         return 1
-    logging.basicConfig(
-        level=cfg.log.level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # watchfiles logs every batch of file events at INFO; dnsd logs what it does with them instead.
-    logging.getLogger("watchfiles").setLevel(max(logging.WARNING, logging.getLogger().level))
+    logs = LogSetup(sys.stderr)
+    logs.apply(cfg.log)  # log.format, log.level (or --log-level), log.sample; again at every reload
     try:
-        return _run(cfg)
+        return _run(cfg, path, flags, logs)
     except DnsdError as exc:
-        print(f"dnsd: {exc}", file=sys.stderr)
+        print(error_lines(exc), file=sys.stderr)
         return 1
     except OSError as exc:
         print(f"dnsd: cannot listen: {exc}", file=sys.stderr)

@@ -18,6 +18,7 @@ T = TypeVar("T")
 
 _MISSING: Any = object()
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +89,17 @@ class CacheConfig:
 class LogConfig:
     level: str = "info"
     queries: bool = False
+    format: str = "text"  # text: one human line per record; json: one JSON object per line (dnsd.observe.logs)
+    sample: float = 1.0  # the fraction of query lines kept (log.queries), 0..1
+
+
+@dataclass(frozen=True, slots=True)
+class DrainConfig:
+    """SIGTERM: answer on for `lameduck` seconds while /ready says 503 (so load balancers and kube-proxy take
+    this instance out), then stop accepting and give what is in flight at most `grace` seconds to finish."""
+
+    lameduck: float = 5.0
+    grace: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +133,7 @@ class Config:
     )
     log: LogConfig = field(default_factory=LogConfig)
     tcp: TcpConfig = field(default_factory=TcpConfig)
+    drain: DrainConfig = field(default_factory=DrainConfig)
 
 
 # ---------------------------------------------------------------- validation helpers
@@ -458,11 +471,27 @@ def _cache(value: Any, path: str) -> CacheConfig:
 
 
 def _log(value: Any, path: str) -> LogConfig:
-    data = _section(value, path, {"level", "queries"})
+    data = _section(value, path, {"level", "queries", "format", "sample"})
     d = LogConfig()
     return LogConfig(
         level=_get(data, "level", path, _choice(*LOG_LEVELS), d.level),
         queries=_get(data, "queries", path, _bool, d.queries),
+        format=_get(data, "format", path, _choice(*LOG_FORMATS), d.format),
+        sample=_get(data, "sample", path, _float(0.0, 1.0), d.sample),
+    )
+
+
+# Drain bounds in seconds: a Kubernetes pod's terminationGracePeriodSeconds defaults to 30, and both periods
+# must fit in it; 0 turns a period off (the tests use short ones).
+DRAIN_PERIOD = (0.0, 300.0)
+
+
+def _drain(value: Any, path: str) -> DrainConfig:
+    data = _section(value, path, {"lameduck", "grace"})
+    d = DrainConfig()
+    return DrainConfig(
+        lameduck=_get(data, "lameduck", path, _float(*DRAIN_PERIOD), d.lameduck),
+        grace=_get(data, "grace", path, _float(*DRAIN_PERIOD), d.grace),
     )
 
 
@@ -501,40 +530,71 @@ TOP_KEYS = {
     "allow_recursion",
     "log",
     "tcp",
+    "drain",
 }
 
 
+class ConfigErrors(ConfigError):
+    """Every reason a config was refused, one line each (a reload logs them all, check-config prints them all)."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__("\n".join(reasons))
+        self.reasons = reasons
+
+
 def parse_config(data: Any) -> Config:
-    """Validate a loaded YAML document and build the Config; raise ConfigError naming the key path."""
+    """Validate a loaded YAML document and build the Config; raise ConfigError naming the key path. Every
+    top-level key is checked even after one failed, so that the error names every bad key (one line each;
+    within a key, the first problem)."""
     if data is not None and not isinstance(data, Mapping):
         kind = "a list" if isinstance(data, list) else "a string" if isinstance(data, str) else "a single value"
         raise ConfigError(f"the top level must be a mapping of keys (such as `listen:`), not {kind}")
     top = _section(data, "", TOP_KEYS)
     d = Config()
+    errors: list[str] = []
+
+    def take(convert: Callable[[], T], default: T) -> T:
+        try:
+            return convert()
+        except ConfigError as exc:
+            errors.append(str(exc))
+            return default
+
     http: ListenAddress | None = d.http
     if "http" in top:
-        http = None if top["http"] in (None, "") else parse_hostport(top["http"], "http")
+        raw_http = top["http"]
+        http = take(lambda: None if raw_http in (None, "") else parse_hostport(raw_http, "http"), d.http)
     zones: Path | None = d.zones
     if "zones" in top:
-        zones = None if top["zones"] in (None, "") else _path(top["zones"], "zones")
+        raw_zones = top["zones"]
+        zones = take(lambda: None if raw_zones in (None, "") else _path(raw_zones, "zones"), d.zones)
     forward: ForwardConfig | None = d.forward
     if "forward" in top:
-        forward = None if top["forward"] is None else _forward(top["forward"], "forward")
+        raw_forward = top["forward"]
+        forward = take(lambda: None if raw_forward is None else _forward(raw_forward, "forward"), d.forward)
     cfg = Config(
-        listen=_get(top, "listen", "", _listen, d.listen),
-        workers=_get(top, "workers", "", _int(1, 64), d.workers),
+        listen=take(lambda: _get(top, "listen", "", _listen, d.listen), d.listen),
+        workers=take(lambda: _get(top, "workers", "", _int(1, 64), d.workers), d.workers),
         http=http,
-        cluster=_get(top, "cluster", "", _cluster, d.cluster),
+        cluster=take(lambda: _get(top, "cluster", "", _cluster, d.cluster), d.cluster),
         zones=zones,
         forward=forward,
-        recursion=_get(top, "recursion", "", _recursion, d.recursion),
-        root_hints=_get(top, "root_hints", "", _path, d.root_hints),
-        cache=_get(top, "cache", "", _cache, d.cache),
-        allow_recursion=_get(top, "allow_recursion", "", _list(_cidr), d.allow_recursion),
-        log=_get(top, "log", "", _log, d.log),
-        tcp=_get(top, "tcp", "", _tcp, d.tcp),
+        recursion=take(lambda: _get(top, "recursion", "", _recursion, d.recursion), d.recursion),
+        root_hints=take(lambda: _get(top, "root_hints", "", _path, d.root_hints), d.root_hints),
+        cache=take(lambda: _get(top, "cache", "", _cache, d.cache), d.cache),
+        allow_recursion=take(
+            lambda: _get(top, "allow_recursion", "", _list(_cidr), d.allow_recursion), d.allow_recursion
+        ),
+        log=take(lambda: _get(top, "log", "", _log, d.log), d.log),
+        tcp=take(lambda: _get(top, "tcp", "", _tcp, d.tcp), d.tcp),
+        drain=take(lambda: _get(top, "drain", "", _drain, d.drain), d.drain),
     )
-    check_forward_loop(cfg)
+    if not errors:
+        take(lambda: check_forward_loop(cfg), None)
+    if len(errors) == 1:
+        raise ConfigError(errors[0])
+    if errors:
+        raise ConfigErrors(errors)
     return cfg
 
 
@@ -675,6 +735,8 @@ def load_config(path: str | Path) -> Config:
     data = _load_yaml(p, _read_text(p))
     try:
         return parse_config(data if data is not None else {})
+    except ConfigErrors as exc:
+        raise ConfigErrors([f"{p}: {r}" for r in exc.reasons]) from None
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}") from None
 
@@ -708,4 +770,56 @@ def with_overrides(
     if log_level:
         cfg = replace(cfg, log=replace(cfg.log, level=_choice(*LOG_LEVELS)(log_level, "--log-level")))
     check_forward_loop(cfg)
+    return cfg
+
+
+@dataclass(frozen=True, slots=True)
+class Overrides:
+    """The command-line flags over the config file: applied at start and again at every reload, so a reload
+    never undoes a flag."""
+
+    listen: tuple[str, ...] = ()
+    manifests: str | None = None
+    domain: str | None = None
+    http: str | None = None
+    upstream: tuple[str, ...] = ()
+    log_level: str | None = None
+
+    def apply(self, cfg: Config) -> Config:
+        return with_overrides(
+            cfg,
+            listen=list(self.listen) or None,
+            manifests=self.manifests,
+            domain=self.domain,
+            http=self.http,
+            upstream=list(self.upstream) or None,
+            log_level=self.log_level,
+        )
+
+
+def check_buildable(cfg: Config) -> None:
+    """What `run` refuses before it listens, and `dnsd check-config` reports: a source backend that is not
+    built yet, or a files source whose path exists but is not a directory. A missing directory is fine: it
+    is watched until it appears."""
+    source = cfg.cluster.source
+    if not isinstance(source, FilesSource):
+        raise ConfigError(
+            f"cluster.source: the {type(source).__name__.removesuffix('Source').lower()} backend "
+            "is not built yet; use cluster.source.files"
+        )
+    if source.path.exists() and not source.path.is_dir():
+        what = "is a file, not a directory" if source.path.is_file() else "is not a directory"
+        raise ConfigError(f"cluster.source.files: {str(source.path)!r} {what} (of Kubernetes manifests)")
+
+
+def read_config(path: Path | None, overrides: Overrides = Overrides()) -> Config:
+    """The one validation path: `dnsd check-config FILE`, the start, and every reload (SIGHUP or a change to
+    the file) read a config through here. path None: the built-in defaults. Raises ConfigError (ConfigErrors
+    with every reason when there are several), each line naming the file."""
+    cfg = overrides.apply(load_config(path) if path is not None else parse_config({}))
+    try:
+        check_buildable(cfg)
+    except ConfigError as exc:
+        from_file = path is not None and not overrides.manifests  # --manifests, not the file, named the source
+        raise ConfigError(f"{path}: {exc}" if from_file else str(exc)) from None
     return cfg

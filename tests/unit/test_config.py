@@ -17,7 +17,7 @@ import yaml
 from support import config_expectations
 
 import dnsd.config
-from dnsd.app import check_buildable
+from dnsd.config import check_buildable
 from dnsd.config import MAX_CONFIG_BYTES, load_config, parse_config
 from dnsd.errors import ConfigError, DnsdError
 
