@@ -73,16 +73,15 @@ class Sampler(logging.Filter):
     def __init__(self, rate: float = 1.0) -> None:
         super().__init__()
         self.rate = rate
-        self._credit = 0.0
+        self._seen = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self.rate >= 1.0:
             return True
-        self._credit += self.rate
-        if self._credit >= 1.0:
-            self._credit -= 1.0
-            return True
-        return False
+        # Kept when n * rate passes a whole number: computed from the count, so no rounding error builds up.
+        self._seen += 1
+        n = self._seen
+        return int(n * self.rate + 1e-9) > int((n - 1) * self.rate + 1e-9)
 
 
 class LogSetup:
