@@ -104,6 +104,18 @@ def test_check_config_bad(path: Path) -> None:
     assert_names_problem(path, out.stdout + out.stderr)
 
 
+def test_check_config_prints_every_reason(tmp_path: Path) -> None:
+    """Several bad keys: one `dnsd: FILE: key: ...` line for each, exit 1 (a reload logs the same lines)."""
+    path = tmp_path / "two.yaml"
+    path.write_text("workers: 0\ncluster: {pods: sometimes}\n")
+    out = dnsd("check-config", str(path))
+    assert out.returncode == 1, out
+    assert out.stderr.splitlines() == [
+        f"dnsd: {path}: workers: must be between 1 and 64: 0",
+        f"dnsd: {path}: cluster.pods: must be one of disabled | insecure | verified: 'sometimes'",
+    ], out.stderr
+
+
 def test_check_config_missing_file(tmp_path: Path) -> None:
     out = dnsd("check-config", str(tmp_path / "absent.yaml"))
     assert out.returncode != 0

@@ -17,8 +17,7 @@ import yaml
 from support import config_expectations
 
 import dnsd.config
-from dnsd.config import check_buildable
-from dnsd.config import MAX_CONFIG_BYTES, load_config, parse_config
+from dnsd.config import MAX_CONFIG_BYTES, check_buildable, load_config, parse_config
 from dnsd.errors import ConfigError, DnsdError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "data" / "configs"
@@ -524,3 +523,34 @@ def test_refused_files_parse_but_cannot_be_built(path: Path) -> None:
 def test_files_source_missing_directory_is_buildable() -> None:
     """A missing manifest directory is allowed: it is watched until it appears."""
     check_buildable(load_config(CONFIGS / "good" / "files-source-missing-dir.yaml"))
+
+
+# ---------------------------------------------------------------- every reason at once (issue 7: reload)
+
+
+def test_every_bad_top_level_key_is_reported_one_line_each(tmp_path: Path) -> None:
+    """A config with three bad keys names all three (a reload logs them all; check-config prints them all), each
+    line naming the file; within one key, the first problem."""
+    path = tmp_path / "three.yaml"
+    path.write_text("listen: [nonsense]\ncluster: {ttl: -1}\nlog: {format: xml, sample: 2}\nworkers: 1\n")
+    with pytest.raises(dnsd.config.ConfigErrors) as caught:
+        load_config(path)
+    assert caught.value.reasons == [
+        f"{path}: listen[0]: host must be an IP address: 'nonsense'",
+        f"{path}: cluster.ttl: must be between 0 and 3600: -1",
+        f"{path}: log.format: must be one of text | json: 'xml'",
+    ]
+    assert str(caught.value).splitlines() == caught.value.reasons
+
+
+@pytest.mark.parametrize(
+    ("data", "want"),
+    [
+        ({}, (5.0, 5.0, "text", 1.0)),
+        ({"drain": {"lameduck": 0, "grace": 30}, "log": {"format": "json", "sample": 0.01}}, (0.0, 30.0, "json", 0.01)),
+        ({"drain": None, "log": {"sample": None}}, (5.0, 5.0, "text", 1.0)),
+    ],
+)
+def test_drain_and_log_keys(data: dict[str, Any], want: tuple[float, float, str, float]) -> None:
+    cfg = parse_config(data)
+    assert (cfg.drain.lameduck, cfg.drain.grace, cfg.log.format, cfg.log.sample) == want
