@@ -85,7 +85,7 @@ class Dom(HTMLParser):
 @dataclass
 class Load:
     dom: Dom
-    console: list[str]  # chromium's CONSOLE lines: script errors, CSP violations, failed fetches
+    console: list[str]  # the page's CONSOLE lines: script errors, CSP violations, failed fetches
 
 
 def load(url: str, profile: Path, budget_ms: int = 5000) -> Load:
@@ -130,7 +130,12 @@ def load(url: str, profile: Path, budget_ms: int = 5000) -> Load:
     assert proc.returncode == 0, err[-2000:]
     dom = Dom()
     dom.feed(out)
-    return Load(dom, [line for line in err.splitlines() if ":CONSOLE" in line])
+    return Load(dom, [line for line in err.splitlines() if ":CONSOLE" in line and not _browser_own(line)])
+
+
+def _browser_own(line: str) -> bool:
+    """A console line from chromium's own pages (`source: chrome://...`): its UI's messages, not the page's."""
+    return " source: chrome://" in line or " source: devtools://" in line
 
 
 @pytest.fixture
