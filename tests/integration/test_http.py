@@ -142,7 +142,7 @@ def test_ready_is_503_until_the_first_load_is_done(tmp_path: Path) -> None:
         assert doc["ready"] is False and doc["store"]["synced"] is False, doc
         wait_until(lambda: answer("/ready") == (200, b"OK\n"), 60, interval=0.05)
         print(f"ready {time.monotonic() - t0:.2f} s")
-        assert "listening on" in "".join(output) or wait_until(lambda: "listening on" in "".join(output), 10)
+        wait_until(lambda: "listening on" in "".join(output), 10)  # the CLI agrees: the load is done
     finally:
         proc.terminate()
         try:
