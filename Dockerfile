@@ -11,7 +11,7 @@
 # in Kubernetes set that sysctl in the Pod's securityContext (deploy/deployment.yaml does) or listen
 # on a high port.
 #
-# No HEALTHCHECK yet: dnsd's HTTP endpoint (/health, /ready) arrives with a later issue.
+# HTTP on 8080: /health (the HEALTHCHECK below), /ready, /metrics and the status page at /.
 
 # ---- build: a virtualenv with dnsd, its dependencies and uvloop (the "fast" extra); all ship as wheels
 FROM python:3.11-slim-bookworm AS build
@@ -34,7 +34,10 @@ RUN groupadd --system --gid 65532 dnsd \
  && mkdir -p /etc/dnsd/cluster
 COPY deploy/dnsd.yaml /etc/dnsd/dnsd.yaml
 USER 65532:65532
-EXPOSE 53/udp 53/tcp
+EXPOSE 53/udp 53/tcp 8080/tcp
+# No curl in the slim image: the venv's Python asks /health.
+HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=2)"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["dnsd"]
 CMD ["--config", "/etc/dnsd/dnsd.yaml"]
