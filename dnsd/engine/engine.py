@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import random
 import struct
 import time
 from collections.abc import Awaitable, Callable
@@ -65,6 +66,7 @@ class Engine:
         store: Store,
         table: FastTable | None = None,
         log_queries: bool = False,
+        log_sample: float = 1.0,
         max_inflight: int = MAX_INFLIGHT,
         deadline: float = ASYNC_DEADLINE,
         trace_acl: ClientAcl | None = None,
@@ -83,6 +85,7 @@ class Engine:
         self.table.counts = self.counts
         self.counters = Counters()
         self.log_queries = log_queries
+        self.log_sample = log_sample  # the fraction of query lines kept (log.sample)
         self.max_inflight = max_inflight
         self.deadline = deadline
         self.inflight = 0
@@ -321,13 +324,27 @@ class Engine:
     # ------------------------------------------------------------ the query log
 
     def _log(self, ctx: QueryContext, reply: Reply) -> None:
-        """log.queries: one line per query, with the link of the chain that answered."""
+        """log.queries: one line per query (a `log_sample` fraction of them), with the link of the chain that
+        answered. The fields also travel as `extra={"query": {...}}` for the JSON formatter (dnsd.observe.logs)."""
+        if self.log_sample < 1.0 and random.random() >= self.log_sample:
+            return
         micros = (time.perf_counter() - ctx.started) * 1e6
         who = f"{ctx.client[0]}#{ctx.client[1]}" if ctx.client else "-"
         q = ctx.query
         what = f"{q.name_text} {type_text(q.qtype)}" if q is not None else "<malformed>"
+        fields: dict[str, object] = {
+            "client": ctx.client[0] if ctx.client else None,
+            "port": ctx.client[1] if ctx.client else None,
+            "proto": ctx.transport,
+            "qname": q.name_text if q is not None else None,
+            "qtype": type_text(q.qtype) if q is not None else None,
+            "rcode": rcode_text(reply[3] & 0x0F) if reply is not None else None,
+            "link": ctx.link,
+            "size": len(reply) if reply is not None else 0,
+            "duration_us": round(micros),
+        }
         if reply is None:
-            qlog.info("%s %s %s dropped", who, ctx.transport, what)
+            qlog.info("%s %s %s dropped", who, ctx.transport, what, extra={"query": fields})
         else:
             qlog.info(
                 "%s %s %s %s %s %dB %.0fus",
@@ -338,6 +355,7 @@ class Engine:
                 ctx.link,
                 len(reply),
                 micros,
+                extra={"query": fields},
             )
 
 
