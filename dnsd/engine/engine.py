@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import random
 import struct
 import time
 from collections.abc import Awaitable, Callable
@@ -66,7 +65,6 @@ class Engine:
         store: Store,
         table: FastTable | None = None,
         log_queries: bool = False,
-        log_sample: float = 1.0,
         max_inflight: int = MAX_INFLIGHT,
         deadline: float = ASYNC_DEADLINE,
         trace_acl: ClientAcl | None = None,
@@ -85,7 +83,6 @@ class Engine:
         self.table.counts = self.counts
         self.counters = Counters()
         self.log_queries = log_queries
-        self.log_sample = log_sample  # the fraction of query lines kept (log.sample)
         self.max_inflight = max_inflight
         self.deadline = deadline
         self.inflight = 0
@@ -324,10 +321,9 @@ class Engine:
     # ------------------------------------------------------------ the query log
 
     def _log(self, ctx: QueryContext, reply: Reply) -> None:
-        """log.queries: one line per query (a `log_sample` fraction of them), with the link of the chain that
-        answered. The fields also travel as `extra={"query": {...}}` for the JSON formatter (dnsd.observe.logs)."""
-        if self.log_sample < 1.0 and random.random() >= self.log_sample:
-            return
+        """log.queries: one line per query, with the link of the chain that answered (log.sample is a filter on
+        the dnsd.query logger, dnsd.observe.logs). The fields also travel as `extra={"query": {...}}` for the JSON
+        formatter."""
         micros = (time.perf_counter() - ctx.started) * 1e6
         who = f"{ctx.client[0]}#{ctx.client[1]}" if ctx.client else "-"
         q = ctx.query

@@ -279,6 +279,12 @@ class DnsdCollector(Collector):
         yield GaugeMetricFamily(
             "dnsd_config_last_reload_success_timestamp_seconds", "Unix time of the last good reload", value=last
         )
+        failed = bool(getattr(app, "last_reload_error", None))
+        yield GaugeMetricFamily(
+            "dnsd_config_last_reload_successful",
+            "1 when the last reload (or the start) succeeded",
+            value=0.0 if failed else 1.0,
+        )
 
 
 class Metrics:

@@ -439,7 +439,7 @@ ALERTS = {
     "DnsdUpstreamDown": "dnsd_upstream_healthy",
     "DnsdDataStale": "dnsd_data_age_seconds",
     "DnsdProgrammingSlow": "dnsd_programming_latency_seconds_bucket",
-    "DnsdConfigReloadFailing": "dnsd_config_reloads_total",
+    "DnsdConfigReloadFailing": "dnsd_config_last_reload_successful",
 }
 
 
