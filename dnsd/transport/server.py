@@ -193,15 +193,7 @@ class DnsServer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         udp = li.udp
-        with contextlib.suppress(Exception):
-            loop.remove_reader(udp.sock.fileno())
-        # One last pass over what the socket already holds: those queries arrived before it stopped accepting.
-        # (Private handlers of UdpListener: a public drain() there would be cleaner; see the report.)
-        with contextlib.suppress(Exception):
-            if udp.batch is not None:
-                udp._on_readable_batch()
-            else:
-                udp._on_readable()
+        udp.drain()  # stop reading; one last pass over what the socket already holds
         if li.tcp.server is not None:
             li.tcp.server.close()  # the listening socket only: open connections go on being served
         while (udp.pending or li.tcp.writers) and loop.time() < deadline:

@@ -108,6 +108,17 @@ class UdpListener:
         self.engine.counters.queries += hits
         self.engine.counters.fast_hits += hits
 
+    def drain(self) -> None:
+        """Stop reading, then answer what the socket already holds (those queries arrived before it stopped
+        accepting): the last step of a graceful stop or of a listen address leaving the config."""
+        with contextlib.suppress(Exception):
+            self.loop.remove_reader(self.sock.fileno())
+        with contextlib.suppress(Exception):
+            if self.batch is not None:
+                self._on_readable_batch()
+            else:
+                self._on_readable()
+
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             self.loop.remove_reader(self.sock.fileno())

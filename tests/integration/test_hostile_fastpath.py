@@ -69,7 +69,8 @@ def process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DnsdProcess]:
     """A real dnsd process, so that its RSS is dnsd's own."""
     cfg = tmp_path_factory.mktemp("cfg") / "dnsd.yaml"
     cfg.write_text(
-        f"listen: ['127.0.0.1:0']\nhttp: null\nforward: null\ncluster:\n  source:\n    files: {FIXTURE_CLUSTER}\n"
+        f"listen: ['127.0.0.1:0']\nhttp: null\nforward: null\ndrain: {{lameduck: 0}}\n"
+        f"cluster:\n  source:\n    files: {FIXTURE_CLUSTER}\n"
     )
     proc = start_dnsd_process(["--config", str(cfg)])
     yield proc

@@ -163,7 +163,8 @@ def start_with_nofile(soft: int, hard: int, max_connections: int, tmp: Path) -> 
     """A dnsd process started with the given RLIMIT_NOFILE (set in the child only)."""
     cfg = tmp / "dnsd.yaml"
     cfg.write_text(
-        f"listen: ['127.0.0.1:0']\nhttp: null\nforward: null\ntcp: {{max_connections: {max_connections}}}\n"
+        f"listen: ['127.0.0.1:0']\nhttp: null\nforward: null\ndrain: {{lameduck: 0}}\n"
+        f"tcp: {{max_connections: {max_connections}}}\n"
         f"cluster:\n  source:\n    files: {MANIFESTS}\n"
     )
     return start_dnsd_process(
