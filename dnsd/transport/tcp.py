@@ -139,7 +139,7 @@ class TcpListener:
         except (asyncio.IncompleteReadError, TimeoutError):
             pass
         except Exception:
-            log.exception("TCP connection failed")
+            log.exception("TCP connection from %s failed", client or "?", extra={"client": client})
         finally:
             self.writers.discard(writer)
             try:
