@@ -160,8 +160,17 @@ class Engine:
     def _internal_error(self, data: bytes, ctx: QueryContext) -> Reply:
         """The one place where an unexpected exception becomes an rcode (SERVFAIL, and a traceback in the log)."""
         self.counters.servfail_internal += 1
+        q = ctx.query
+        what = f"{q.name_text} {type_text(q.qtype)}" if q is not None else "a query that did not parse"
+        who = f"{ctx.client[0]}#{ctx.client[1]}" if ctx.client else "-"
+        log.exception(
+            "internal error answering %s from %s (link %s); replied SERVFAIL",
+            what,
+            who,
+            ctx.link or "-",
+            extra={"query": {"qname": q.name_text if q else None, "client": ctx.client[0] if ctx.client else None}},
+        )
         ctx.link = "error"
-        log.exception("internal error answering a query; replied SERVFAIL")
         try:
             return simple_reply(ctx.query or parse_query(data), SERVFAIL)
         except Exception:
