@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -202,17 +201,6 @@ def test_a_query_name_is_shown_as_text_never_as_markup(page: tuple[DnsdHandle, C
     assert got.dom.rows["nxdomain"] == [[name, str(count)] for name, count in top]
 
 
-def setuptools_ships_the_page() -> bool:
-    """Whether pyproject.toml names the page as package data (what the xfail below waits for)."""
-    tool = tomllib.loads((REPO / "pyproject.toml").read_text()).get("tool", {}).get("setuptools", {})
-    return any("html" in p for p in tool.get("package-data", {}).get("dnsd.http", []))
-
-
-@pytest.mark.xfail(
-    not setuptools_ships_the_page(),
-    reason='pyproject.toml lacks [tool.setuptools.package-data] "dnsd.http" = ["*.html"]',
-    strict=True,
-)
 def test_an_installed_dnsd_has_the_page(tmp_path: Path) -> None:
     """What `pip install .` (the Dockerfile's build) puts in site-packages: setuptools' build_py of a copy of the
     tree holds status.html only when pyproject names it as package data."""
