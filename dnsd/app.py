@@ -286,6 +286,11 @@ class App:
         self.cfg = new
         self.dns_addresses = list(self.server.addresses)
         if "http" in changed:
+            if new_http is not None and self.http is not None:
+                ring = new_http.sampler.ring  # the status page keeps its history: the old samples, then the new
+                merged = [*self.http.sampler.ring, *ring]
+                ring.clear()
+                ring.extend(merged)
             self.http = new_http
         if records_change:
             self.records = ClusterRecords(new.cluster, self.store, server_ips(new))
