@@ -161,7 +161,7 @@ class CacheLink:
         try:
             await self._shared(entry.link, entry.query, entry.key, ctx)
         except Exception:
-            log.exception("cache: prefetch of %s failed", entry.query.name_text)
+            log.exception("cache: prefetch of %s failed", entry.query.name_text, extra={"qname": entry.query.name_text})
         finally:
             entry.prefetching = False
 

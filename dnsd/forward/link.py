@@ -304,6 +304,7 @@ class Forwarder:
             "(fix its configuration and restart dnsd)",
             up.server,
             q.name_text,
+            extra={"upstream": str(up.server)},
         )
         return _servfail()
 
@@ -319,7 +320,13 @@ class Forwarder:
         log.debug("forward: %s failed: %s", up.server, exc)
         if up.fails >= self.max_fails and not up.down:
             up.down = True
-            log.warning("forward: upstream %s is down (%d failures in a row: %s); probing it", up.server, up.fails, exc)
+            log.warning(
+                "forward: upstream %s is down (%d failures in a row: %s); probing it",
+                up.server,
+                up.fails,
+                exc,
+                extra={"upstream": str(up.server)},
+            )
             if up.server not in self._probes:
                 task = asyncio.get_running_loop().create_task(self._probe(up), name=f"probe {up.server}")
                 self._probes[up.server] = task
@@ -333,7 +340,7 @@ class Forwarder:
     def _mark_up(self, up: Upstream) -> None:
         up.down = False
         up.fails = 0
-        log.warning("forward: upstream %s answers again", up.server)
+        log.warning("forward: upstream %s answers again", up.server, extra={"upstream": str(up.server)})
 
     async def _probe(self, up: Upstream) -> None:
         """Ask a down upstream `. NS` every probe_interval until it answers (any rcode: it is alive)."""

@@ -50,10 +50,19 @@ def read_resolv_conf(path: Path, listen: Iterable[ListenAddress]) -> list[Server
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
-        log.warning("forward: cannot read %s: %s; names it would serve get SERVFAIL", path, exc.strerror or exc)
+        log.warning(
+            "forward: cannot read %s: %s; names it would serve get SERVFAIL",
+            path,
+            exc.strerror or exc,
+            extra={"file": str(path)},
+        )
         return []
     listen = list(listen)
     servers = [s for s in parse_resolv_conf(text) if not is_own(s, listen)]
     if not servers:
-        log.warning("forward: %s names no nameserver but ourselves; names it would serve get SERVFAIL", path)
+        log.warning(
+            "forward: %s names no nameserver but ourselves; names it would serve get SERVFAIL",
+            path,
+            extra={"file": str(path)},
+        )
     return servers

@@ -440,7 +440,7 @@ class FileSource:
                 self.reload_errors += 1
                 self.bad[path] = sigs[path]
                 kept = "its previous objects keep serving" if path in self.files else "nothing from it is served"
-                log.error("%s (%s)", result.error, kept)
+                log.error("%s (%s)", result.error, kept, extra={"file": str(path)})
             else:
                 self.bad.pop(path, None)
                 # Per object: invalid objects are reported and keep their last good version (Parsed.resolve).
@@ -449,7 +449,7 @@ class FileSource:
                 changed[path] = objects
                 for report in reports:
                     self.reload_errors += 1
-                    log.error("%s", report)
+                    log.error("%s", report, extra={"file": str(path)})
         return self._merge(changed)
 
     def _merge(self, changed: dict[Path, tuple[Located, ...]]) -> tuple[list[KubeObject], list[ObjectKey]]:

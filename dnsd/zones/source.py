@@ -139,7 +139,8 @@ class ZoneSource:
         for path, got in result.parsed.items():
             if isinstance(got, ZoneError):
                 # Reported once per version of the file (it is re-read only when its stat changes).
-                log.error("%s; %s", got, "its previous version keeps serving" if path in self.loaded else "not served")
+                kept = "its previous version keeps serving" if path in self.loaded else "not served"
+                log.error("%s; %s", got, kept, extra={"file": str(path)})
             else:
                 self.loaded[path] = got
         for path in list(self.loaded):
