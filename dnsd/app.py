@@ -116,6 +116,8 @@ class App:
         self.recursor = make_recursor(cfg)  # recursion: iterative (exclusive with forward)
         self.cache = self._make_cache(cfg, self.forwarder, self.recursor)
         self.chain = Chain([self.cluster_link, self.zone_link], cache=self.cache)
+        # Until the tail joins (start), names it would serve get SERVFAIL, not REFUSED: "not yet", not "never".
+        self.chain.waiting = self.forwarder is not None or self.recursor is not None
         self.engine = Engine(
             self.chain, self.store, log_queries=cfg.log.queries, trace_acl=ClientAcl(cfg.allow_recursion)
         )
@@ -194,6 +196,7 @@ class App:
 
     def _start_tail(self) -> None:
         self.chain.tail = [link for link in (self.forwarder, self.recursor) if link is not None]
+        self.chain.waiting = False
         if self.forwarder is not None:
             self.forwarder.start()  # the forwarding-loop probes (dnsd.forward.link)
         if self.recursor is not None:

@@ -17,7 +17,7 @@ import dns.exception
 import dns.name
 
 from dnsd.engine.context import QueryContext
-from dnsd.proto.answer import ANY, CLASS_IN, CNAME, NOERROR, NXDOMAIN, REFUSED, Answer, Labels
+from dnsd.proto.answer import ANY, CLASS_IN, CNAME, NOERROR, NXDOMAIN, REFUSED, SERVFAIL, Answer, Labels
 from dnsd.proto.wire import Query, rcode_text, type_text
 
 if TYPE_CHECKING:
@@ -58,6 +58,8 @@ class Chain:
         # Between the authoritative links and the tail: it answers what the tail answered before, and every
         # tail answer passes through it (dnsd.cache.link).
         self.cache = cache
+        # A tail is configured but not attached yet (the zone files are still loading): SERVFAIL, not REFUSED.
+        self.waiting = False
 
     def resolve(self, q: Query, ctx: QueryContext) -> Answer | Awaitable[Answer]:
         """The answer of the first link that has one; an awaitable when the query reaches the async tail."""
@@ -84,6 +86,9 @@ class Chain:
                     return self._follow(q, ans, ctx, depth)
             return self._resolve_tail(q, ctx, depth)
         ctx.link = TERMINAL
+        if self.waiting:
+            ctx.note("terminal: SERVFAIL (forwarding or recursion starts once the zone files are loaded)")
+            return Answer(SERVFAIL, aa=False, ra=True, cacheable=False, transient=True, source=TERMINAL)
         ctx.note("terminal: REFUSED (no forwarding or recursion configured)")
         return refused()
 

@@ -119,7 +119,7 @@ def _stream_reply(request: dns.message.Message, data: bytes, server: object, tra
 
 class _UdpWaiter(asyncio.DatagramProtocol):
     def __init__(self, server: Server, request: dns.message.Message, result: asyncio.Future[bytes]) -> None:
-        self.server_ip = ipaddress.ip_address(server.host)
+        self.server_host = server.host  # canonical text (parse_server): compared as a string, per datagram
         self.port = server.port
         self.request = request
         self.result = result
@@ -128,7 +128,7 @@ class _UdpWaiter(asyncio.DatagramProtocol):
         if self.result.done():
             return
         try:
-            same_source = ipaddress.ip_address(str(addr[0]).split("%")[0]) == self.server_ip and addr[1] == self.port
+            same_source = str(addr[0]).split("%")[0] == self.server_host and addr[1] == self.port
         except ValueError:
             same_source = False
         # RFC 5452 9.1: source address and port, ID, QR; then the question, once the message parses.

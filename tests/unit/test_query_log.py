@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 
 import dns.message
+import dns.rcode
 import pytest
 
 from dnsd.cluster.link import ClusterHandler
@@ -55,3 +56,16 @@ def test_line_and_fields(caplog: pytest.LogCaptureFixture, case: Case) -> None:
     )
     assert fields["size"] > 12 and fields["duration_us"] >= 0
     assert record.getMessage().startswith(f"192.0.2.7#5353 udp {case.name} A {case.rcode} {case.link} ")
+
+
+@pytest.mark.parametrize(("waiting", "rcode"), [(True, "SERVFAIL"), (False, "REFUSED")])
+def test_name_outside_our_zones_before_the_tail_joins(
+    caplog: pytest.LogCaptureFixture, waiting: bool, rcode: str
+) -> None:
+    """While forwarding or recursion is configured but not attached yet (the zone files still loading), a name
+    outside our zones gets SERVFAIL ("not yet"), not REFUSED ("never"); with no tail configured, REFUSED."""
+    caplog.set_level(logging.INFO, logger="dnsd.query")
+    engine = _engine()
+    engine.chain.waiting = waiting
+    reply = dns.message.from_wire(engine.handle(dns.message.make_query("www.example.org.", "A").to_wire()))  # type: ignore[arg-type]
+    assert dns.rcode.to_text(reply.rcode()) == rcode
