@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import importlib
 import ipaddress
 import logging
 import os
@@ -67,11 +68,15 @@ def server_ips(cfg: Config) -> list[str]:
 
 
 def make_source(cfg: Config, store: Store) -> Source:
-    """The one source the config names (cluster.source), behind the Source protocol."""
+    """The one source the config names (cluster.source), behind the Source protocol. The API and etcd backends
+    are imported only when named (their modules: dnsd.sources.kubernetes, dnsd.sources.etcd)."""
     check_buildable(cfg)
     source = cfg.cluster.source
-    assert isinstance(source, FilesSource)  # check_buildable refused the others
-    return FileSource(source.path, store)
+    if isinstance(source, FilesSource):
+        return FileSource(source.path, store)
+    module = importlib.import_module(f"dnsd.sources.{type(source).__name__.removesuffix('Source').lower()}")
+    made: Source = module.make(source, cfg.cluster, store)
+    return made
 
 
 def _digest(path: Path) -> bytes | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import math
 import re
@@ -37,15 +38,17 @@ class FilesSource:
 
 @dataclass(frozen=True, slots=True)
 class KubernetesSource:
-    """Parsed and validated now; the API backend arrives with a later issue."""
+    """The Kubernetes API (list + watch): credentials as kubectl finds them, from a kubeconfig (its current
+    context, or `context`) or in-cluster (the service-account token, CA and KUBERNETES_SERVICE_HOST/PORT)."""
 
     kubeconfig: str | None = None
     in_cluster: bool = False
+    context: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class EtcdSource:
-    """Parsed and validated now; the etcd backend arrives with a later issue."""
+    """etcd v3 through its JSON gateway: range then watch a key prefix; values are Kubernetes objects as JSON."""
 
     endpoints: tuple[str, ...] = ("http://127.0.0.1:2379",)
     prefix: str = "/dnsd/"
@@ -65,6 +68,7 @@ class ClusterConfig:
     namespaces: tuple[str, ...] = ()
     fallthrough: tuple[str, ...] = ()
     source: Source = field(default_factory=lambda: FilesSource(Path("config/cluster")))
+    snapshot: Path | None = None  # the last-known-good snapshot of the store (None: none kept)
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,12 +381,15 @@ def _source(value: Any, path: str) -> Source:
     if kind == "files":
         return FilesSource(Path(_str(data["files"], sub)))
     if kind == "kubernetes":
-        k = _section(data["kubernetes"], sub, {"kubeconfig", "in_cluster"})
+        k = _section(data["kubernetes"], sub, {"kubeconfig", "in_cluster", "context"})
         kubeconfig = _get(k, "kubeconfig", sub, _str, None)
         in_cluster = _get(k, "in_cluster", sub, _bool, False)
         if (kubeconfig is None) == (not in_cluster):
             raise _fail(sub, "needs exactly one of kubeconfig or in_cluster: true", dict(k))
-        return KubernetesSource(kubeconfig=kubeconfig, in_cluster=in_cluster)
+        context = _get(k, "context", sub, _str, None)
+        if context is not None and in_cluster:
+            raise _fail(f"{sub}.context", "is for a kubeconfig, not in_cluster", context)
+        return KubernetesSource(kubeconfig=kubeconfig, in_cluster=in_cluster, context=context)
     e = _section(data["etcd"], sub, {"endpoints", "prefix"})
     d = EtcdSource()
     endpoints = _get(e, "endpoints", sub, _list(_str), d.endpoints)
@@ -402,6 +409,7 @@ def _cluster(value: Any, path: str) -> ClusterConfig:
         "namespaces",
         "fallthrough",
         "source",
+        "snapshot",
     }
     data = _section(value, path, keys)
     d = ClusterConfig()
@@ -426,6 +434,7 @@ def _cluster(value: Any, path: str) -> ClusterConfig:
         namespaces=_get(data, "namespaces", path, _list(_k8s_name), d.namespaces),
         fallthrough=fallthrough,
         source=_get(data, "source", path, _source, d.source),
+        snapshot=_get(data, "snapshot", path, _path, d.snapshot),
     )
 
 
@@ -803,10 +812,10 @@ def check_buildable(cfg: Config) -> None:
     is watched until it appears."""
     source = cfg.cluster.source
     if not isinstance(source, FilesSource):
-        raise ConfigError(
-            f"cluster.source: the {type(source).__name__.removesuffix('Source').lower()} backend "
-            "is not built yet; use cluster.source.files"
-        )
+        kind = type(source).__name__.removesuffix("Source").lower()
+        if importlib.util.find_spec(f"dnsd.sources.{kind}") is None:
+            raise ConfigError(f"cluster.source: the {kind} backend is not built yet; use cluster.source.files")
+        return
     if source.path.exists() and not source.path.is_dir():
         what = "is a file, not a directory" if source.path.is_file() else "is not a directory"
         raise ConfigError(f"cluster.source.files: {str(source.path)!r} {what} (of Kubernetes manifests)")
