@@ -16,7 +16,7 @@ import dns.flags
 import dns.message
 import dns.rcode
 import pytest
-from support import FIXTURE_CLUSTER, DnsdHandle, assert_section, base_config, query, rcode_text, rr_lines, run_dnsd
+from support import DnsdHandle, assert_section, query, rcode_text, rr_lines, run_dnsd
 from support.hierarchy import (
     DEAD_IP,
     HOSTING_IP,
@@ -30,6 +30,7 @@ from support.hierarchy import (
     TEST_IP,
     Hierarchy,
     can_bind_53,
+    iterative_config,
     unbound,
 )
 
@@ -52,12 +53,6 @@ def reference(hierarchy: Hierarchy, tmp_path: Path) -> Iterator[tuple[str, int]]
     """A fresh Unbound (cold cache, as the fresh dnsd) on the same root hints."""
     with unbound(tmp_path / "unbound", hierarchy.root_hints) as addr:
         yield addr
-
-
-def iterative_config(h: Hierarchy, **extra: Any) -> dict[str, Any]:
-    cfg = base_config(FIXTURE_CLUSTER)
-    cfg.update({"recursion": "iterative", "root_hints": str(h.root_hints)}, **extra)
-    return cfg
 
 
 @pytest.fixture

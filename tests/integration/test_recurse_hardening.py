@@ -14,8 +14,18 @@ from typing import Any
 import dns.message
 import dns.name
 import pytest
-from support import FIXTURE_CLUSTER, DnsdHandle, assert_section, base_config, query, rcode_text, rr_lines
-from support.hierarchy import BROKEN_IP, LEAF_IP, ROOT2_IP, ROOT_IP, V6_IP, Hierarchy, can_bind_53, unbound
+from support import DnsdHandle, assert_section, query, rcode_text, rr_lines
+from support.hierarchy import (
+    BROKEN_IP,
+    LEAF_IP,
+    ROOT2_IP,
+    ROOT_IP,
+    V6_IP,
+    Hierarchy,
+    can_bind_53,
+    iterative_config,
+    unbound,
+)
 
 pytestmark = pytest.mark.skipif(can_bind_53() is not None, reason=can_bind_53() or "")
 
@@ -24,12 +34,6 @@ pytestmark = pytest.mark.skipif(can_bind_53() is not None, reason=can_bind_53() 
 def hierarchy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hierarchy]:
     with Hierarchy(tmp_path_factory.mktemp("hierarchy")) as h:
         yield h
-
-
-def iterative_config(h: Hierarchy, **extra: Any) -> dict[str, Any]:
-    cfg = base_config(FIXTURE_CLUSTER)
-    cfg.update({"recursion": "iterative", "root_hints": str(h.root_hints)}, **extra)
-    return cfg
 
 
 @pytest.fixture

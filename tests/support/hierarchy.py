@@ -22,13 +22,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import dns.exception
 import dns.message
 import dns.query
 import dns.rdatatype
 
-from support import read_tcp_message, tcp_frame
+from support import FIXTURE_CLUSTER, base_config, read_tcp_message, tcp_frame
 from support.broken import BrokenServer, BrokenZone
 from support.nsd import Nsd, launch_nsd
 from support.unbound import running_unbound
@@ -455,3 +456,10 @@ def unbound(work: Path, hints: Path) -> Iterator[tuple[str, int]]:
     ]
     with running_unbound(work, server=server) as u:
         yield u.addr
+
+
+def iterative_config(h: Hierarchy, **extra: Any) -> dict[str, Any]:
+    """A dnsd test config resolving iteratively from this hierarchy's root hints (never the real roots)."""
+    cfg = base_config(FIXTURE_CLUSTER)
+    cfg.update({"recursion": "iterative", "root_hints": str(h.root_hints)}, **extra)
+    return cfg
