@@ -170,6 +170,11 @@ def start_dnsd_process(
     """Run `python -m dnsd ARGS` and wait for its 'listening on HOST:PORT' line; preexec_fn runs in the child
     before dnsd starts (e.g. to set a resource limit)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    config = args[args.index("--config") + 1] if "--config" in args else "config/dnsd.yaml"
+    if "--http" not in args and config.endswith("config/dnsd.yaml"):
+        # config/dnsd.yaml (make run's, also read when no --config is given) serves HTTP on 127.0.0.1:8080: tests
+        # take a free port instead, so that servers can run side by side.
+        args = [*args, "--http", "127.0.0.1:0"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "dnsd", *args],
         cwd=cwd,
