@@ -263,17 +263,4 @@ def test_deployment_ports_match_expose() -> None:
     assert ports == exposed
 
 
-def test_configmap_config_is_valid(tmp_path: Path) -> None:
-    """The dnsd.yaml in deploy/configmap.yaml passes `dnsd check-config`."""
-    (cm,) = [d for d in deploy_docs()["ConfigMap"] if "dnsd.yaml" in d.get("data", {})]
-    cfg = tmp_path / "dnsd.yaml"
-    cfg.write_text(cm["data"]["dnsd.yaml"])
-    res = subprocess.run(
-        [sys.executable, "-m", "dnsd", "check-config", str(cfg)],
-        cwd=REPO,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert res.returncode == 0, f"check-config exit {res.returncode}:\n{res.stdout}{res.stderr}"
+# The ConfigMap in deploy/configmap.yaml (the kubernetes source) is checked by tests/integration/test_deploy.py.
