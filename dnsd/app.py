@@ -38,6 +38,7 @@ from dnsd.proto.answer import Labels, zone_tag
 from dnsd.recurse.link import Recursor, make_recursor
 from dnsd.sources.base import Source
 from dnsd.sources.files import FileSource
+from dnsd.store.snapshot import Snapshots
 from dnsd.store.store import Store
 from dnsd.transport.server import DnsServer, Listener
 from dnsd.zones.link import ZoneHandler
@@ -131,6 +132,8 @@ class App:
         batch_io = os.environ.get("DNSD_UDP_BATCH", "1") != "0"
         self.server = DnsServer(self.engine, cfg.listen, cfg.tcp, batch_io)
         self.source = make_source(cfg, self.store)
+        # The last-known-good snapshot (cluster.snapshot): loaded before the source starts, written after changes.
+        self.snapshot = Snapshots(cfg.cluster.snapshot, cfg, self.store) if cfg.cluster.snapshot is not None else None
         self.dns_addresses: list[tuple[str, int]] = []
         self.metrics = Metrics(self)
         self.http = HttpServer(self, cfg.http) if cfg.http is not None else None
@@ -157,6 +160,21 @@ class App:
             reasons.append("draining: dnsd is stopping")
         return reasons
 
+    def ready_notes(self) -> list[str]:
+        """What /ready says with its 200: data that serves but is stale. A snapshot the source has not confirmed
+        yet is such data: /ready stays 200 because a 503 takes the pod out of the kube-dns Service, and when every
+        replica restarts during an API outage that leaves the cluster with no DNS at all, which is what the
+        snapshot is there to prevent. The staleness shows in the body, in the data age and in the logs."""
+        return self.snapshot.ready_notes() if self.snapshot is not None else []
+
+    def data_age(self) -> float | None:
+        """Seconds since the data serving now was confirmed current: the snapshot's age while it serves
+        unconfirmed, else the source's own (None when the source does not tell)."""
+        if self.snapshot is not None and (age := self.snapshot.data_age()) is not None:
+            return age
+        source_age = getattr(self.source, "data_age", None)
+        return float(source_age()) if source_age is not None else None
+
     def _make_cache(self, cfg: Config, forwarder: Forwarder | None, recursor: Recursor | None) -> CacheLink | None:
         """The answer cache in front of the forward or recurse link; none without either, or with size 0."""
         if cfg.cache.size == 0 or (forwarder is None and recursor is None):
@@ -181,7 +199,14 @@ class App:
         try:
             if self.http is not None:
                 await self.http.start()
-            await self.source.start()
+            if self.snapshot is not None and await self.snapshot.restore():
+                # Serving the snapshot already: the source starts in the snapshot's task and confirms it later
+                # (a source that cannot reach its API server may take minutes; a failure there is logged).
+                self.snapshot.confirm_later(self.source)
+            else:
+                await self.source.start()
+            if self.snapshot is not None:
+                self.snapshot.start_writing()
             if self.zone_source is not None:
                 await self.zone_source.start()  # nothing from the zone files is served before their first load
             self._start_tail()
@@ -191,6 +216,8 @@ class App:
         except BaseException:
             # Failed or cancelled (SIGTERM during the first load): end what the source started, then listen no more.
             await self._stop_config_watch()
+            if self.snapshot is not None:
+                await self.snapshot.stop_confirming()
             if self.zone_source is not None:
                 await self.zone_source.stop()
             await self.source.stop()
@@ -341,11 +368,17 @@ class App:
             await old_cache.close()
         if "workers" in changed:
             log.warning("config reload: workers changes only at the next start", extra={"file": str(self.config_path)})
+        if "cluster.snapshot" in changed:
+            log.warning(
+                "config reload: cluster.snapshot changes only at the next start", extra={"file": str(self.config_path)}
+            )
         return keys
 
     async def _restart_source(self, new: Config) -> None:
         """cluster.source changed: the old source stops, the new one reads its objects into the same store,
         then whatever only the old one had is deleted. Until then the old objects keep answering."""
+        if self.snapshot is not None:
+            await self.snapshot.stop_confirming()
         await self.source.stop()
         self.source = make_source(new, self.store)
         await self.source.start()
@@ -354,6 +387,8 @@ class App:
             stale = [key for key in self.store.objects if key not in keep]
             if stale:
                 self.store.apply([], stale)
+        if self.snapshot is not None:
+            self.snapshot.source_replaced(new)
 
     async def _restart_zones(self, new: Config) -> None:
         """zones changed: a new source over the new directory replaces the zone set when its first load is done
@@ -426,7 +461,11 @@ class App:
             await self.http.close()
         if self.zone_source is not None:
             await self.zone_source.stop()
+        if self.snapshot is not None:
+            await self.snapshot.stop_confirming()  # before the source stops: its start() may still be running
         await self.source.stop()
+        if self.snapshot is not None:
+            await self.snapshot.close()  # the last write, once the source can change nothing any more
         await self.server.close()
         if self.forwarder is not None:
             await self.forwarder.close()
