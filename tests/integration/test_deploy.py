@@ -115,7 +115,13 @@ def test_deploy_has_every_object_the_issue_asks_for() -> None:
 @pytest.mark.parametrize("version", SCHEMA_VERSIONS)
 @pytest.mark.parametrize("item", objects(), ids=object_id)
 def test_object_validates_against_the_kubernetes_schema(item: tuple[str, dict[str, Any]], version: str) -> None:
-    validate(item[1], version)
+    import jsonschema
+
+    try:
+        validate(item[1], version)
+    except jsonschema.ValidationError as exc:  # the message, not the schema dump pytest would print
+        where = ".".join(str(p) for p in exc.absolute_path)
+        pytest.fail(f"{object_id(item)} against {version}: {where}: {exc.message}", pytrace=False)
 
 
 @dataclass(frozen=True)
