@@ -166,6 +166,7 @@ class EtcdSource:
                 if need_range or self._want_range:
                     self._want_range = False
                     await self._range()
+                    need_range = False
                 need_range = await self._watch()
             except (aiohttp.ClientError, OSError, TimeoutError, ValueError, _Broken) as exc:
                 self.watching = False

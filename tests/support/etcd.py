@@ -104,6 +104,27 @@ class Etcd:
         m.proc.send_signal(signal.SIGKILL)
         m.proc.wait(10)
         m.proc = None
+        if any(o.proc is not None for o in self.members):
+            self.wait_leader()
+
+    def wait_leader(self, timeout: float = 30.0) -> None:
+        """Until the running members agree on a leader that is running (after a kill, a new one is elected
+        within a few election timeouts; writes made before that time out)."""
+        alive = [m for m in self.members if m.proc is not None]
+
+        def status(m: Member) -> dict[str, Any]:
+            try:
+                return self.call("/v3/maintenance/status", {}, m, timeout=1)
+            except (OSError, AssertionError, ValueError):
+                return {}
+
+        def elected() -> bool:
+            got = [status(m) for m in alive]
+            ids = {g.get("header", {}).get("member_id") for g in got}
+            leaders = {g.get("leader") for g in got}
+            return len(leaders) == 1 and leaders <= ids and None not in ids
+
+        wait_until(elected, timeout=timeout, interval=0.1)
 
     def restart(self, m: Member | None = None) -> None:
         """Start a killed member again on the same ports and data directory, once it is healthy."""
@@ -119,12 +140,14 @@ class Etcd:
 
     # ------------------------------------------------------------ the v3 JSON gateway (what etcdctl would do)
 
-    def call(self, path: str, body: dict[str, Any], member: Member | None = None) -> dict[str, Any]:
+    def call(
+        self, path: str, body: dict[str, Any], member: Member | None = None, timeout: float = 10.0
+    ) -> dict[str, Any]:
         req = urllib.request.Request(
             (member or self.members[0]).url + path, data=json.dumps(body).encode(), method="POST"
         )
         try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
                 out: dict[str, Any] = json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             raise AssertionError(f"etcd {path}: HTTP {exc.code}: {exc.read()!r}") from None
@@ -145,11 +168,15 @@ class Etcd:
         out = self.call("/v3/kv/range", {"key": b64("\0"), "limit": "1"})
         return int(out["header"]["revision"])
 
-    def etcdctl(self, *args: str) -> str:
-        """Run the real etcdctl (etcd-client) against member 0; its output."""
+    def etcdctl(self, *args: str, member: Member | None = None) -> str:
+        """Run the real etcdctl (etcd-client) against a member (member 0 by default); its output."""
         exe = shutil.which("etcdctl") or "/usr/bin/etcdctl"
         out = subprocess.run(
-            [exe, "--endpoints", self.url, *args], capture_output=True, text=True, timeout=20, env={"ETCDCTL_API": "3"}
+            [exe, "--endpoints", (member or self.members[0]).url, *args],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            env={"ETCDCTL_API": "3"},
         )
         assert out.returncode == 0, f"etcdctl {args}: {out.stdout}{out.stderr}"
         return out.stdout
