@@ -91,6 +91,7 @@ class EtcdSource:
         self.store = store
         self.programming = Histogram(LATENCY_BUCKETS)  # an event's arrival to its commit
         self.invalid = 0  # values skipped as invalid
+        self.watches = 0  # watches created (the first, then one per reconnect or restart of a silent watch)
         self.ranges = 0  # full ranges applied (the first, then one per compaction, resync or reconnect gap)
         self.revision = 0  # every change up to this revision is in the store
         self.endpoint = self.endpoints[0]  # the one in use (or tried last)
@@ -315,6 +316,7 @@ class EtcdSource:
         self._last_message = arrived
         self._confirmed = time.time()
         if result.get("created"):
+            self.watches += 1
             self.watching = True
             self._failures = 0
             if self._outage_logged:

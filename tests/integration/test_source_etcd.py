@@ -268,6 +268,7 @@ def test_silent_watch_is_restarted(
     etcd.put(key(service("web", "10.96.0.20")), service("web", "10.96.0.20"))
     h = dnsd_factory(config=config(etcd.url))
     wait_until(lambda: age(h) == 0.0, TIMEOUT)
+    assert h.app.source.watches == 1
     proc = etcd.members[0].proc
     assert proc is not None
     os.kill(proc.pid, signal.SIGSTOP)
@@ -279,6 +280,7 @@ def test_silent_watch_is_restarted(
     etcd.put(key(service("web", "10.96.0.21")), service("web", "10.96.0.21"))
     wait_until(answers(h, WEB, a(WEB, "10.96.0.21")), TIMEOUT)
     wait_until(lambda: age(h) == 0.0, TIMEOUT)
+    assert h.app.source.watches >= 2  # the frozen watch was dropped and a new one made, not merely resumed
 
 
 def test_start_waits_for_etcd_then_serves(tmp_path: Path, dnsd_factory: Callable[..., DnsdHandle]) -> None:
