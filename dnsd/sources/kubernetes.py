@@ -41,7 +41,7 @@ from dnsd.store.model import KubeObject, Skipped, convert, describe, identity, o
 from dnsd.store.store import ObjectKey, Prepared, Store
 
 if TYPE_CHECKING:
-    from dnsd.config import ClusterConfig, KubernetesSource
+    from dnsd import config
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def _invalid_text(key: ObjectKey | None, doc: Mapping[str, Any], exc: Exception)
     return f"{what}: invalid, skipped (its last good version, if any, keeps serving): {exc}"
 
 
-class KubernetesApiSource:
+class KubernetesSource:
     """Keeps the store equal to what the API server holds of the watched resources."""
 
     name = "kubernetes"
@@ -388,8 +388,8 @@ class KubernetesApiSource:
                 if not rv:
                     if not first:
                         self.relists += 1
-                    rv = await self._list(res)
                     first = False
+                    rv = await self._list(res)
                     attempt = 0
                 rv = await self._watch(res, rv)
                 attempt = 0
@@ -519,7 +519,7 @@ class KubernetesApiSource:
         return self.store.prepare(upserts, deletes), arrivals, firsts, reports
 
 
-def make(source_cfg: KubernetesSource, cluster_cfg: ClusterConfig, store: Store) -> KubernetesApiSource:
+def make(source_cfg: config.KubernetesSource, cluster_cfg: config.ClusterConfig, store: Store) -> KubernetesSource:
     """The source for cluster.source.kubernetes; the credentials are found now (a missing kubeconfig or an
     in-cluster run outside a pod is a start-up error)."""
     from pathlib import Path
@@ -530,4 +530,4 @@ def make(source_cfg: KubernetesSource, cluster_cfg: ClusterConfig, store: Store)
         assert source_cfg.kubeconfig is not None
         path = Path(source_cfg.kubeconfig).expanduser()
         target = kubecreds.from_kubeconfig(path, source_cfg.context)
-    return KubernetesApiSource(kubecreds.Credentials(target), store, pods=cluster_cfg.pods == "verified")
+    return KubernetesSource(kubecreds.Credentials(target), store, pods=cluster_cfg.pods == "verified")
