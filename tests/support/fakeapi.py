@@ -27,6 +27,8 @@ from aiohttp import web
 Obj = dict[str, Any]
 Key = tuple[str, str, str]  # (resource, namespace or "", name)
 
+KUBE_FIXTURES = Path(__file__).resolve().parent.parent / "data" / "kube"
+
 # The Warning header kube-apiserver 1.33+ sends on every v1 Endpoints request (KEP-4974).
 ENDPOINTS_WARNING = '299 - "v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice"'
 
@@ -105,6 +107,12 @@ def load_objects(*paths: str | Path) -> list[Obj]:
             else:
                 out.append(doc)
     return out
+
+
+def fixture_objects(*names: str) -> list[Obj]:
+    """The objects of tests/data/kube/<name>.yaml (default: every valid file there, not invalid/)."""
+    paths = [KUBE_FIXTURES / f"{n}.yaml" for n in names] if names else sorted(KUBE_FIXTURES.glob("*.yaml"))
+    return load_objects(*paths)
 
 
 # --- selectors -------------------------------------------------------------------------------------------------
@@ -558,8 +566,8 @@ class FakeApiServer:
         r.add_get("/version", self._version)
         r.add_get("/api", self._api_versions)
         r.add_get("/apis", self._api_groups)
-        r.add_get("/api/v1", lambda req: self._resource_list("v1"))
-        r.add_get("/apis/discovery.k8s.io/v1", lambda req: self._resource_list("discovery.k8s.io/v1"))
+        r.add_get("/api/v1", self._resource_list("v1"))
+        r.add_get("/apis/discovery.k8s.io/v1", self._resource_list("discovery.k8s.io/v1"))
         for res in RESOURCES.values():
             r.add_get(f"{res.prefix}/{res.name}", self._collection(res))
             if res.namespaced:
@@ -572,11 +580,11 @@ class FakeApiServer:
     async def _start(self) -> None:
         if self._runner is not None:
             return
-        runner = web.AppRunner(self._app(), access_log=None, handle_signals=False, handler_cancellation=True)
-        await runner.setup()
-        site = web.TCPSite(
-            runner, self.host, self.port, shutdown_timeout=0.1, ssl_context=self.ssl_context, reuse_address=True
+        runner = web.AppRunner(
+            self._app(), access_log=None, handle_signals=False, handler_cancellation=True, shutdown_timeout=0.1
         )
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port, ssl_context=self.ssl_context, reuse_address=True)
         await site.start()
         self.port = int(runner.addresses[0][1])
         self._runner = runner
@@ -610,7 +618,12 @@ class FakeApiServer:
             code = 499  # the client went away (nginx's code for it; the API has none)
             raise
         finally:
-            self.requests.append(Request(request.method, request.path, dict(request.query), code, time.monotonic()))
+            if not request.get(_LOGGED):
+                self._log(request, code)
+
+    def _log(self, request: web.Request, code: int) -> None:
+        request[_LOGGED] = True
+        self.requests.append(Request(request.method, request.path, dict(request.query), code, time.monotonic()))
 
     async def _version(self, request: web.Request) -> web.Response:
         return _json(
@@ -636,7 +649,13 @@ class FakeApiServer:
         group = {"name": "discovery.k8s.io", "versions": [gv], "preferredVersion": gv}
         return _json({"kind": "APIGroupList", "apiVersion": "v1", "groups": [group]})
 
-    async def _resource_list(self, group_version: str) -> web.Response:
+    def _resource_list(self, group_version: str) -> Callable[[web.Request], Any]:
+        async def handler(request: web.Request) -> web.Response:
+            return _json(self._resources(group_version))
+
+        return handler
+
+    def _resources(self, group_version: str) -> Obj:
         resources = []
         for res in RESOURCES.values():
             if res.api_version != group_version:
@@ -651,9 +670,7 @@ class FakeApiServer:
             if res.short_names:
                 entry["shortNames"] = list(res.short_names)
             resources.append(entry)
-        return _json(
-            {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}
-        )
+        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}
 
     def _one(self, res: Resource) -> Callable[[web.Request], Any]:
         async def handler(request: web.Request) -> web.Response:
@@ -739,6 +756,7 @@ class FakeApiServer:
         resp = web.StreamResponse(headers={"Content-Type": "application/json", **_warn(res)})
         resp.enable_chunked_encoding()
         await resp.prepare(request)
+        self._log(request, resp.status)  # logged when the stream opens, so tests see a watch that is still open
         watch = _Watch(res, resp, request)
         self._watches.add(watch)
         try:
@@ -799,6 +817,9 @@ class FakeApiServer:
                 watch.request.transport.close()
             raise _Closed
         await watch.response.write(line)
+
+
+_LOGGED = web.RequestKey("fakeapi_logged", bool)
 
 
 class _Closed(Exception):
