@@ -212,12 +212,12 @@ def test_kill_9_while_writing(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     sizes: set[int] = set()
     interrupted = 0
-    for i in range(12):
+    for i in range(8):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(snap)], stdout=subprocess.PIPE, env=env, text=True)
         try:
             assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
             wait_until(lambda: snap.stat().st_size > 100_000, timeout=10)  # the big one was written once
-            time.sleep(i * 0.023)  # then a different moment of the write cycle (0.3 s for the big one, 0.1 s small)
+            time.sleep(i * 0.035)  # then a different moment of the write cycle (0.3 s for the big one, 0.1 s small)
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
