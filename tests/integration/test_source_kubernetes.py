@@ -16,7 +16,7 @@ import dns.exception
 import pytest
 import yaml
 from support import DnsdHandle, query, rcode_text, rr_lines, run_dnsd, wait_until, zone_lines
-from support.fakeapi import FakeApiServer
+from support.fakeapi import FakeApiServer, make_tls
 
 import dnsd.sources.kubernetes as kube
 
@@ -408,3 +408,13 @@ def test_data_age_metric_and_programming_histogram(fake: FakeApiServer, served: 
     families = {m.name: m for m in Metrics(served.app).registry.collect()}
     ages = [s for s in families["dnsd_data_age_seconds"].samples if s.labels.get("source") == "kubernetes"]
     assert ages and ages[0].value == 0.0
+
+
+def test_https_with_the_kubeconfig_ca(tmp_path: Path, dnsd_factory: Any) -> None:
+    """Over HTTPS the server certificate is checked against the kubeconfig's certificate-authority."""
+    tls = make_tls(tmp_path / "tls")
+    with FakeApiServer(objects=[dict(o) for o in BASE], ssl_context=tls.server_context()) as fake:
+        kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig", ca_file=tls.ca)
+        h = dnsd_factory(config=config(kubeconfig))
+        assert fake.url.startswith("https://")
+        assert answer(h, f"api.shop.{DOMAIN}") == a_rec(f"api.shop.{DOMAIN}", "10.96.0.10")
