@@ -683,3 +683,136 @@ def test_https_with_a_generated_ca(tls_api: FakeApiServer, tls: TlsFiles) -> Non
         http.client.HTTPSConnection(
             tls_api.host, tls_api.port, timeout=5, context=ssl.create_default_context()
         ).request("GET", "/version")
+
+
+# --- hardening: what a client's edge cases need from the fake -------------------------------------------------
+
+
+def test_list_order_is_etcd_key_order_across_pages(client: Client) -> None:
+    """Namespaces "a" and "a-b": etcd's key order is text order of "namespace/name" ("a-b/..." before "a/..."),
+    and paging must neither skip nor repeat across such a boundary."""
+    with FakeApiServer(token=TOKEN) as api:
+        for ns in ("a", "a-b", "b"):
+            for name in ("x", "y"):
+                api.upsert(service(name, ns=ns))
+        c = Client(api)
+        got: list[str] = []
+        body: Obj = {"metadata": {"continue": ""}}
+        for _ in range(10):
+            query: dict[str, Any] = {"limit": 1}
+            if body["metadata"].get("continue"):
+                query["continue"] = body["metadata"]["continue"]
+            _, _, body = c.request("/api/v1/services", **query)
+            got += names(body["items"])
+            if not body["metadata"].get("continue"):
+                break
+        assert got == ["a-b/x", "a-b/y", "a/x", "a/y", "b/x", "b/y"]
+        _, _, ns_page = c.request("/api/v1/namespaces/a/services", limit=1)
+        assert names(ns_page["items"]) == ["a/x"] and ns_page["metadata"]["remainingItemCount"] == 1
+
+
+def test_remaining_item_count_is_omitted_with_a_selector(client: Client) -> None:
+    _, _, body = client.request("/api/v1/pods", limit=1, fieldSelector="spec.nodeName=node-2")
+    assert body["metadata"]["continue"] and "remainingItemCount" not in body["metadata"]
+    _, _, body = client.request("/api/v1/pods", limit=1)
+    assert body["metadata"]["remainingItemCount"] == len(fixture_names("Pod")) - 1
+
+
+def test_upsert_does_not_change_or_share_the_callers_object(api: FakeApiServer, client: Client) -> None:
+    obj = service("mine")
+    before = json.dumps(obj, sort_keys=True)
+    rv = api.upsert(obj)
+    assert json.dumps(obj, sort_keys=True) == before
+    obj["spec"]["clusterIP"] = "10.96.99.99"  # a later change to the caller's dict is not the store's
+    _, _, got = client.request("/api/v1/namespaces/shop/services/mine")
+    assert got["spec"]["clusterIP"] == "10.96.99.1"
+    assert got["metadata"]["resourceVersion"] == str(rv)
+    uid = got["metadata"]["uid"]
+    api.upsert(obj)
+    _, _, got = client.request("/api/v1/namespaces/shop/services/mine")
+    assert got["metadata"]["uid"] == uid and int(got["metadata"]["resourceVersion"]) > rv
+
+
+def test_send_initial_events_ends_with_the_marker_bookmark(api: FakeApiServer, client: Client) -> None:
+    w = client.watch(
+        "/api/v1/namespaces",
+        sendInitialEvents="true",
+        resourceVersionMatch="NotOlderThan",
+        allowWatchBookmarks="true",
+        timeoutSeconds=1,
+    )
+    assert w.ended.wait(5)
+    n = len(fixture_names("Namespace"))
+    assert w.events()[:n] == [("ADDED", x) for x in fixture_names("Namespace")]
+    marker = w.lines[n]
+    assert marker["type"] == "BOOKMARK"
+    assert marker["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+
+
+def test_a_watcher_too_slow_for_its_queue_is_closed(client: Client) -> None:
+    with FakeApiServer(token=TOKEN, watch_queue_limit=50) as api:
+        w = Client(api).watch("/api/v1/services", resourceVersion=api.rv)
+        try:
+            wait_until(lambda: api.watch_count() == 1)
+            api.set_silent(True)  # the stream does not drain while silent: the queue fills
+            api.upsert_all([service(f"s{i:03d}") for i in range(60)])
+            api.set_silent(False)
+            assert w.ended.wait(5)
+            assert w.raw == []
+        finally:
+            w.close()
+
+
+FAILURES = [
+    # (code, reason, Retry-After)
+    (429, "TooManyRequests", "1"),
+    (500, "InternalError", None),
+    (503, "ServiceUnavailable", "1"),
+    (403, "Forbidden", None),
+]
+
+
+@pytest.mark.parametrize(("code", "reason", "retry_after"), FAILURES)
+def test_injected_failures(api: FakeApiServer, client: Client, code: int, reason: str, retry_after: str | None) -> None:
+    api.fail_requests(code, count=2, resource="services")
+    assert client.request("/api/v1/namespaces")[0] == 200  # another resource is not affected
+    for _ in range(2):
+        got, headers, body = client.request("/api/v1/services")
+        assert (got, body["kind"], body["reason"], body["code"]) == (code, "Status", reason, code)
+        assert headers.get("Retry-After") == retry_after
+    assert client.request("/api/v1/services")[0] == 200
+    api.fail_requests(code, count=None, watch=True)
+    assert client.request("/api/v1/services")[0] == 200
+    assert client.watch("/api/v1/services").status == code
+    assert client.watch("/api/v1/pods").status == code
+    api.clear_failures()
+    w = client.watch("/api/v1/services", resourceVersion=api.rv, timeoutSeconds=1)
+    assert w.status == 200 and w.ended.wait(5)
+
+
+def test_event_storm_reaches_a_watch_in_order(api: FakeApiServer, client: Client) -> None:
+    w = client.watch("/apis/discovery.k8s.io/v1/endpointslices", resourceVersion=api.rv)
+    try:
+        wait_until(lambda: api.watch_count() == 1)
+        base = api.get("EndpointSlice", "shop", "web-abc12")
+        assert base is not None
+        t0 = time.monotonic()
+        slices = []
+        for i in range(2000):
+            s = copy_with(base, name=f"storm-{i:05d}")
+            slices.append(s)
+        api.upsert_all(slices)
+        wait_until(lambda: len(w.raw) == 2000, timeout=20)
+        elapsed = time.monotonic() - t0
+        rvs = [int(ev["object"]["metadata"]["resourceVersion"]) for ev in w.lines]
+        assert rvs == sorted(rvs) and len(set(rvs)) == 2000 and rvs[-1] == api.rv
+        assert elapsed < 15, elapsed
+    finally:
+        w.close()
+
+
+def copy_with(obj: Obj, name: str) -> Obj:
+    out = json.loads(json.dumps(obj))
+    out["kind"] = "EndpointSlice"
+    out["metadata"] = {"name": name, "namespace": "shop", "labels": obj["metadata"]["labels"]}
+    return out

@@ -15,6 +15,7 @@ import ssl
 import subprocess
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -228,40 +229,46 @@ class Request:
 
 class Store:
     """Objects by key, with every version since the compaction point kept (an MVCC store like etcd's), and one
-    monotonically increasing resource version across every type, as kube-apiserver's etcd revision is."""
+    monotonically increasing resource version across every type, as kube-apiserver's etcd revision is. Keys of
+    one type are kept sorted as "namespace/name" text, the order of etcd's keys and so of the API's lists."""
 
     def __init__(self, start_rv: int = 1) -> None:
         self.rv = start_rv
         self.compacted = 0  # versions and events at or below this RV are gone
         self.objects: dict[Key, Obj] = {}
-        self.versions: dict[Key, list[tuple[int, Obj | None]]] = {}
+        self.versions: dict[str, dict[str, list[tuple[int, Obj | None]]]] = {r: {} for r in RESOURCES}
+        self.keys: dict[str, list[str]] = {r: [] for r in RESOURCES}  # every key with history, sorted
+        self.live: dict[str, list[str]] = {r: [] for r in RESOURCES}  # the keys that exist now, sorted
         self.events: list[Event] = []
         self.event_rvs: list[int] = []
 
     def put(self, res: Resource, obj: Obj) -> Event:
+        obj = copy.deepcopy(obj)  # the caller's dict is never changed or shared
+        obj.pop("kind", None)  # stored as the API stores it; kind/apiVersion added per response
+        obj.pop("apiVersion", None)
         meta = obj.setdefault("metadata", {})
+        if not meta.get("name"):
+            raise ValueError(f"a {res.kind} needs metadata.name")
         ns = (meta.get("namespace") or "default") if res.namespaced else ""
         if res.namespaced:
             meta["namespace"] = ns
-        key = (res.name, ns, str(meta.get("name", "")))
+        else:
+            meta.pop("namespace", None)
+        key = (res.name, ns, str(meta["name"]))
         prev = self.objects.get(key)
         self.rv += 1
-        obj = copy.deepcopy(obj)
-        obj.pop("kind", None)  # stored as the API stores it; kind/apiVersion added per response
-        obj.pop("apiVersion", None)
-        meta = obj["metadata"]
         meta["resourceVersion"] = str(self.rv)
         if prev is None:
-            meta.setdefault("uid", f"fake-uid-{self.rv:08d}")
+            meta.setdefault("uid", str(uuid.UUID(int=self.rv)))
             meta.setdefault("creationTimestamp", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-            meta.setdefault("generation", 1)
         else:
-            pmeta = prev["metadata"]
             for field_name in ("uid", "creationTimestamp"):
-                if field_name in pmeta:
-                    meta.setdefault(field_name, pmeta[field_name])
+                if field_name in prev["metadata"]:
+                    meta.setdefault(field_name, prev["metadata"][field_name])
         self.objects[key] = obj
-        return self._record("ADDED" if prev is None else "MODIFIED", key, obj, prev)
+        if prev is None:
+            _insort(self.live[res.name], _key_text(key))
+        return self._record("ADDED" if prev is None else "MODIFIED", key, obj, prev, obj)
 
     def delete(self, key: Key) -> Event | None:
         prev = self.objects.pop(key, None)
@@ -270,11 +277,18 @@ class Store:
         self.rv += 1
         gone = copy.deepcopy(prev)
         gone["metadata"]["resourceVersion"] = str(self.rv)
-        return self._record("DELETED", key, gone, prev, stored=False)
+        live = self.live[key[0]]
+        del live[bisect.bisect_left(live, _key_text(key))]
+        return self._record("DELETED", key, gone, prev, None)
 
-    def _record(self, etype: str, key: Key, obj: Obj, prev: Obj | None, stored: bool = True) -> Event:
+    def _record(self, etype: str, key: Key, obj: Obj, prev: Obj | None, stored: Obj | None) -> Event:
         ev = Event(self.rv, etype, key, obj, prev)
-        self.versions.setdefault(key, []).append((self.rv, obj if stored is True else None))
+        versions = self.versions[key[0]]
+        text = _key_text(key)
+        if text not in versions:
+            versions[text] = []
+            _insort(self.keys[key[0]], text)
+        versions[text].append((self.rv, stored))
         self.events.append(ev)
         self.event_rvs.append(self.rv)
         return ev
@@ -286,28 +300,59 @@ class Store:
         cut = bisect.bisect_right(self.event_rvs, self.compacted)
         del self.events[:cut]
         del self.event_rvs[:cut]
-        for key in list(self.versions):
-            vs = self.versions[key]
-            older = [i for i, (v, _) in enumerate(vs) if v <= self.compacted]
-            if older:
-                del vs[: older[-1]]  # keep the newest version at or below the compaction point
-            if vs == [] or (len(vs) == 1 and vs[0][1] is None):
-                del self.versions[key]
+        for name, versions in self.versions.items():
+            for text in list(versions):
+                vs = versions[text]
+                older = bisect.bisect_right([v for v, _ in vs], self.compacted)
+                if older > 1:
+                    del vs[: older - 1]  # keep the newest version at or below the compaction point
+                if vs[0][0] <= self.compacted and vs[0][1] is None and len(vs) == 1:
+                    del versions[text]  # deleted before the compaction point: gone from history too
+            self.keys[name] = sorted(versions)
         return self.compacted
 
-    def snapshot(self, res: Resource, ns: str, rv: int) -> list[tuple[Key, Obj]]:
-        """The objects of one type (one namespace, or all for ns "") as they were at rv, sorted by key."""
-        out: list[tuple[Key, Obj]] = []
-        for key, vs in self.versions.items():
-            if key[0] != res.name or (ns and key[1] != ns):
+    def page(self, res: Resource, ns: str, rv: int, after: str, limit: int, match: Match) -> tuple[list[Obj], str, int]:
+        """Up to limit objects (0: all) of one type (one namespace, or all for ns "") as they were at rv, after the
+        key `after`, in key order; with the last key returned when more follow ("" otherwise) and how many
+        remain (-1 when unknown: the API omits remainingItemCount when a selector is used)."""
+        current = rv == self.rv
+        keys = self.live[res.name] if current else self.keys[res.name]
+        versions = self.versions[res.name]
+        prefix = f"{ns}/" if ns else ""
+        i = bisect.bisect_right(keys, max(after, prefix))
+        out: list[Obj] = []
+        last = ""
+        while i < len(keys):
+            text = keys[i]
+            if prefix and not text.startswith(prefix):
+                break
+            i += 1
+            if current:
+                obj: Obj | None = versions[text][-1][1]
+            else:
+                vs = versions[text]
+                at = bisect.bisect_right([v for v, _ in vs], rv)
+                obj = vs[at - 1][1] if at else None
+            if obj is None or not match(obj):
                 continue
-            at = [o for v, o in vs if v <= rv]
-            if at and at[-1] is not None:
-                out.append((key, at[-1]))
-        return sorted(out, key=lambda ko: ko[0])
+            if limit and len(out) == limit:
+                remaining = -1
+                if current and match is _all:
+                    end = bisect.bisect_left(keys, prefix + "\U0010ffff") if prefix else len(keys)
+                    remaining = end - (i - 1)
+                return out, last, remaining
+            out.append(obj)
+            last = text
+        return out, "", 0
 
     def events_after(self, rv: int) -> list[Event]:
         return self.events[bisect.bisect_right(self.event_rvs, rv) :]
+
+
+def _insort(keys: list[str], text: str) -> None:
+    i = bisect.bisect_left(keys, text)
+    if i == len(keys) or keys[i] != text:
+        keys.insert(i, text)
 
 
 # --- continue tokens --------------------------------------------------------------------------------------------
@@ -342,6 +387,9 @@ class _Watch:
         self.response = response
         self.request = request
         self.half_line = False  # write half of the next event, then close (set by inject_half_line)
+        self.queue: deque[Event | bytes] = deque()  # changes to this type (or start-state lines) not yet written
+        self.overflow = False
+        self.wake = asyncio.Event()
 
 
 class FakeApiServer:
@@ -365,6 +413,7 @@ class FakeApiServer:
         default_watch_timeout: float = 1800.0,
         ssl_context: ssl.SSLContext | None = None,
         start_rv: int = 1,
+        watch_queue_limit: int = 200_000,
     ) -> None:
         self.host = host
         self.port = port
@@ -376,11 +425,13 @@ class FakeApiServer:
         self.default_watch_timeout = default_watch_timeout
         self.ssl_context = ssl_context
         self.store = Store(start_rv)
+        self.watch_queue_limit = watch_queue_limit
+        self.list_delay = 0.0  # seconds before every non-watch answer (a slow or loaded apiserver)
+        self._failures: list[tuple[int, int | None, Resource | None, bool | None]] = []
         self.silent = False  # watches send nothing and never close (a hung connection)
         self.requests: deque[Request] = deque(maxlen=10_000)
         self._watches: set[_Watch] = set()
         self._runner: web.AppRunner | None = None
-        self._wake: asyncio.Event | None = None
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="fake-apiserver")
         self.thread.start()
@@ -421,10 +472,15 @@ class FakeApiServer:
         return int(self._call(self._mutate(lambda: self.store.put(res, obj))))
 
     def upsert_all(self, objs: list[Obj]) -> int:
-        rv = self.rv
-        for obj in objs:
-            rv = self.upsert(obj)
-        return rv
+        """Many upserts in one call on the fake's loop (an event storm: one event each); returns the last RV."""
+        pairs = [(resource_for(o["kind"]), o) for o in objs]
+
+        async def put_all() -> int:
+            for res, obj in pairs:
+                self._fan_out(self.store.put(res, obj))
+            return self.store.rv
+
+        return int(self._call(put_all(), timeout=60))
 
     def delete(self, kind: str, namespace: str, name: str) -> int | None:
         """Delete one object (namespace "" for cluster-scoped types); its RV, or None when it did not exist."""
@@ -450,6 +506,18 @@ class FakeApiServer:
             tmp.replace(self.token_file)
         else:
             self._token = new
+
+    def fail_requests(
+        self, code: int = 500, count: int | None = 1, resource: str | None = None, *, watch: bool | None = None
+    ) -> None:
+        """The next `count` requests (None: all until clear_failures()) of one resource (or any; lists only with
+        watch=False, watches only with watch=True) get an HTTP error with the API's Status body: 429 and 503 carry
+        Retry-After: 1, as the API's priority-and-fairness and a starting apiserver send. Auth is checked first."""
+        res = resource_for(resource) if resource else None
+        self._call(self._sync(lambda: self._failures.append((code, count, res, watch))))
+
+    def clear_failures(self) -> None:
+        self._call(self._sync(self._failures.clear))
 
     def set_silent(self, silent: bool = True) -> None:
         """Silent: every watch (open or new) holds its stream open and sends nothing, not even its close at
@@ -545,20 +613,30 @@ class FakeApiServer:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     async def _init(self) -> None:
-        self._wake = asyncio.Event()
+        pass
 
     async def _sync(self, fn: Callable[[], Any]) -> Any:
         return fn()
 
     async def _mutate(self, fn: Callable[[], Event | None]) -> int | None:
         ev = fn()
-        self._notify()
+        if ev is not None:
+            self._fan_out(ev)
         return ev.rv if ev else None
 
+    def _fan_out(self, ev: Event) -> None:
+        """Queue a change on every open watch of its type (the watch cache's fan-out, bounded per watcher)."""
+        for w in self._watches:
+            if w.res.name == ev.key[0] and not w.overflow:
+                w.queue.append(ev)
+                if len(w.queue) > self.watch_queue_limit:
+                    w.overflow = True
+                    w.queue.clear()
+                w.wake.set()
+
     def _notify(self) -> None:
-        assert self._wake is not None
-        self._wake.set()
-        self._wake = asyncio.Event()
+        for w in self._watches:
+            w.wake.set()
 
     def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
@@ -608,6 +686,12 @@ class FakeApiServer:
             if want is not None and got != f"Bearer {want}":
                 code = 401
                 return _json(status(401, "Unauthorized", "Unauthorized"), 401)
+            failure = self._take_failure(request)
+            if failure is not None:
+                code = failure.status
+                return failure
+            if self.list_delay and request.query.get("watch") not in ("1", "true"):
+                await asyncio.sleep(self.list_delay)
             resp: web.StreamResponse = await handler(request)
             code = resp.status
             return resp
@@ -620,6 +704,22 @@ class FakeApiServer:
         finally:
             if not request.get(_LOGGED):
                 self._log(request, code)
+
+    def _take_failure(self, request: web.Request) -> web.Response | None:
+        for i, (code, left, resource, watch) in enumerate(self._failures):
+            if resource is not None and request.path.rstrip("/").split("/")[-1] != resource.name:
+                continue
+            if watch is not None and (request.query.get("watch") in ("1", "true")) != watch:
+                continue
+            if left is not None:
+                if left <= 1:
+                    del self._failures[i]
+                else:
+                    self._failures[i] = (code, left - 1, resource, watch)
+            reason, message = _FAILURES.get(code, ("InternalError", "an error on the server has prevented the request"))
+            headers = {"Retry-After": "1"} if code in (429, 503) else None
+            return _json(status(code, reason, message), code, headers)
+        return None
 
     def _log(self, request: web.Request, code: int) -> None:
         request[_LOGGED] = True
@@ -731,19 +831,17 @@ class FakeApiServer:
                 rv = asked
             elif asked > store.rv:
                 return _json(status(504, "Timeout", f"Too large resource version: {asked}, current: {store.rv}"), 504)
-        items = [(k, o) for k, o in store.snapshot(res, ns, rv) if _key_text(k) > start and match(o)]
-        limit = int(q.get("limit") or 0)
+        try:
+            limit = max(0, int(q.get("limit") or 0))
+        except ValueError:
+            return _json(status(400, "BadRequest", f"invalid limit: {q['limit']}"), 400)
+        items, last, remaining = store.page(res, ns, rv, start, limit, match)
         meta: Obj = {"resourceVersion": str(rv)}
-        if limit > 0 and len(items) > limit:
-            meta["continue"] = encode_continue(rv, _key_text(items[limit - 1][0]))
-            meta["remainingItemCount"] = len(items) - limit
-            items = items[:limit]
-        body = {
-            "kind": f"{res.kind}List",
-            "apiVersion": res.api_version,
-            "metadata": meta,
-            "items": [o for _, o in items],
-        }
+        if last:
+            meta["continue"] = encode_continue(rv, last)
+            if remaining >= 0:
+                meta["remainingItemCount"] = remaining
+        body = {"kind": f"{res.kind}List", "apiVersion": res.api_version, "metadata": meta, "items": items}
         return _json(body, headers=_warn(res))
 
     async def _serve_watch(self, res: Resource, request: web.Request, match: Match) -> web.StreamResponse:
@@ -751,64 +849,75 @@ class FakeApiServer:
         store = self.store
         rv_param = q.get("resourceVersion", "")
         bookmarks = q.get("allowWatchBookmarks") in ("true", "1")
-        timeout = float(q.get("timeoutSeconds") or self.default_watch_timeout)
+        initial_events = q.get("sendInitialEvents") in ("true", "1")
+        try:
+            timeout = float(q.get("timeoutSeconds") or self.default_watch_timeout)
+            pos = int(rv_param) if rv_param else 0
+        except ValueError:
+            return _json(status(400, "BadRequest", f"invalid resource version or timeout: {dict(q)}"), 400)
         ns = request.match_info.get("ns", "")
         resp = web.StreamResponse(headers={"Content-Type": "application/json", **_warn(res)})
         resp.enable_chunked_encoding()
         await resp.prepare(request)
         self._log(request, resp.status)  # logged when the stream opens, so tests see a watch that is still open
         watch = _Watch(res, resp, request)
+        # From here to the registration there is no await: no change can fall between the start state and the queue.
+        replay: list[Event] = []
+        initial: list[Obj] = []
+        if initial_events or rv_param in ("", "0"):
+            # RV unset or "0" (and sendInitialEvents): synthetic ADDED for the current state, then changes.
+            initial = store.page(res, ns, store.rv, "", 0, match)[0]
+        elif pos < store.compacted:
+            # kube-apiserver's watch cache: "too old resource version: <asked> (<oldest kept>)", 410 Expired.
+            msg = f"too old resource version: {pos} ({store.compacted + 1})"
+            with contextlib.suppress(ConnectionError, _Closed):
+                await self._write(watch, _error_line(410, "Expired", msg))
+            return resp
+        else:
+            replay = [ev for ev in store.events_after(pos) if ev.key[0] == res.name]
+        # The start state goes through the queue too, so a silent fake sends none of it.
+        watch.queue.extend(_line("ADDED", res, obj) for obj in initial)
+        if initial_events and bookmarks:  # the watch-list stream's end-of-initial-state marker (KEP-3157)
+            watch.queue.append(_bookmark_line(res, store.rv, initial_end=True))
+        watch.queue.extend(replay)
         self._watches.add(watch)
         try:
-            if rv_param in ("", "0"):
-                pos = store.rv
-                initial = [_line("ADDED", res, o) for _, o in store.snapshot(res, ns, pos) if match(o)]
-            else:
-                try:
-                    pos = int(rv_param)
-                except ValueError:
-                    await self._write(watch, _error_line(400, "BadRequest", f"invalid resource version: {rv_param}"))
-                    return resp
-                initial = []
-                if pos < store.compacted:
-                    # kube-apiserver's watch cache: "too old resource version: <asked> (<oldest kept>)", 410 Expired.
-                    msg = f"too old resource version: {pos} ({store.compacted + 1})"
-                    await self._write(watch, _error_line(410, "Expired", msg))
-                    return resp
-            for line in initial:
-                await self._write(watch, line)
-            await self._stream(watch, ns, match, pos, bookmarks, time.monotonic() + timeout)
+            await self._stream(watch, ns, match, bookmarks, time.monotonic() + timeout)
         except (ConnectionError, _Closed):
             pass
         finally:
             self._watches.discard(watch)
         return resp
 
-    async def _stream(self, watch: _Watch, ns: str, match: Match, pos: int, bookmarks: bool, deadline: float) -> None:
+    async def _stream(self, watch: _Watch, ns: str, match: Match, bookmarks: bool, deadline: float) -> None:
         res, store = watch.res, self.store
         next_bookmark = time.monotonic() + self.bookmark_interval
         while True:
-            assert self._wake is not None
-            wake = self._wake
+            watch.wake.clear()
             if not self.silent:
-                for ev in store.events_after(pos):
-                    pos = ev.rv
-                    line = _event_line(ev, res, ns, match)
+                while watch.queue and not self.silent:
+                    item = watch.queue.popleft()
+                    line = item if isinstance(item, bytes) else _event_line(item, res, ns, match)
                     if line is not None:
                         await self._write(watch, line)
+                if watch.overflow:
+                    return  # a watcher too slow for its queue is closed, as the watch cache does
                 now = time.monotonic()
-                if now >= deadline:
+                if now >= deadline and not watch.queue:
                     if bookmarks:  # a last bookmark so the client resumes from here (watch cache, 1.27+)
                         await self._write(watch, _bookmark_line(res, store.rv))
                     return
-                if bookmarks and now >= next_bookmark:
+                if bookmarks and now >= next_bookmark and not watch.queue:
+                    # store.rv read with the queue empty: every change up to it was written to this stream
                     await self._write(watch, _bookmark_line(res, store.rv))
                     next_bookmark = now + self.bookmark_interval
                 wait = min(deadline, next_bookmark if bookmarks else deadline) - now
             else:
                 wait = 1.0
+            if watch.queue and not self.silent:
+                continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=max(0.0, wait))
+                await asyncio.wait_for(watch.wake.wait(), timeout=max(0.0, wait))
 
     async def _write(self, watch: _Watch, line: bytes) -> None:
         if watch.half_line:
@@ -821,17 +930,33 @@ class FakeApiServer:
 
 _LOGGED = web.RequestKey("fakeapi_logged", bool)
 
+# Status reason and message per HTTP code, as the API words them (k8s.io/apimachinery/pkg/api/errors).
+_FAILURES = {
+    403: ("Forbidden", 'forbidden: User "system:serviceaccount:kube-system:dnsd" cannot list resource'),
+    429: ("TooManyRequests", "too many requests, please try again later"),
+    500: ("InternalError", "Internal error occurred: fake failure"),
+    503: ("ServiceUnavailable", "the server is currently unable to handle the request"),
+    504: ("Timeout", "the server was unable to return a response in the time allotted, but may still be processing"),
+}
+
 
 class _Closed(Exception):
     """The fake cut a watch on purpose."""
 
 
+def _all(obj: Obj) -> bool:
+    return True
+
+
 def _matcher(res: Resource, q: Any) -> Match:
+    """The selectors of a request as one predicate (`_all` itself when there are none)."""
     checks: list[Match] = []
     if q.get("fieldSelector"):
         checks.append(field_selector(q["fieldSelector"], res))
     if q.get("labelSelector"):
         checks.append(label_selector(q["labelSelector"]))
+    if not checks:
+        return _all
     return lambda obj: all(c(obj) for c in checks)
 
 
@@ -862,8 +987,11 @@ def _event_line(ev: Event, res: Resource, ns: str, match: Match) -> bytes | None
     return None
 
 
-def _bookmark_line(res: Resource, rv: int) -> bytes:
-    obj = {"kind": res.kind, "apiVersion": res.api_version, "metadata": {"resourceVersion": str(rv)}}
+def _bookmark_line(res: Resource, rv: int, initial_end: bool = False) -> bytes:
+    meta: Obj = {"resourceVersion": str(rv)}
+    if initial_end:
+        meta["annotations"] = {"k8s.io/initial-events-end": "true"}
+    obj = {"kind": res.kind, "apiVersion": res.api_version, "metadata": meta}
     return json.dumps({"type": "BOOKMARK", "object": obj}, separators=(",", ":")).encode() + b"\n"
 
 
