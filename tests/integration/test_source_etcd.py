@@ -4,6 +4,7 @@ frozen (silent) member, and the data age during an outage."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -184,6 +185,18 @@ def test_two_keys_holding_one_object_the_later_key_wins(etcd: Etcd, dnsd_factory
     wait_until(answers(h, WEB, a(WEB, "10.96.0.2")), TIMEOUT)
     etcd.delete(f"{PREFIX}b")  # the earlier key's object serves again
     wait_until(answers(h, WEB, a(WEB, "10.96.0.1")), TIMEOUT)
+
+
+def test_resync_ranges_again_and_keeps_watching(etcd: Etcd, dnsd_factory: Callable[..., DnsdHandle]) -> None:
+    """SIGHUP's resync: a new range (diffed: nothing changed, nothing blinks), then the watch goes on."""
+    etcd.put(key(service("web", "10.96.0.20")), service("web", "10.96.0.20"))
+    h = dnsd_factory(config=config(etcd.url))
+    generation = h.app.store.generation
+    asyncio.run_coroutine_threadsafe(h.app.source.resync(), h.loop).result(TIMEOUT)
+    assert h.app.source.ranges == 2
+    assert h.app.store.generation == generation  # the same data: no commit
+    etcd.put(key(service("web", "10.96.0.21")), service("web", "10.96.0.21"))
+    wait_until(answers(h, WEB, a(WEB, "10.96.0.21")), TIMEOUT)
 
 
 # ---------------------------------------------------------------- outages, compaction, failover
