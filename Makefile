@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-TEST_TOOLS := dig:bind9-dnsutils kdig:knot-dnsutils nslookup:bind9-dnsutils nsd:nsd unbound:unbound openssl:openssl dnsmasq:dnsmasq-base chromium:chromium promtool:prometheus
+TEST_TOOLS := dig:bind9-dnsutils kdig:knot-dnsutils nslookup:bind9-dnsutils nsd:nsd unbound:unbound openssl:openssl dnsmasq:dnsmasq-base chromium:chromium promtool:prometheus etcd:etcd-server etcdctl:etcd-client
 BENCH_TOOLS := dnsperf:dnsperf nsd:nsd taskset:util-linux unbound:unbound
 
 .PHONY: run setup test lint unit bench system-test-deps system-bench-deps clean
