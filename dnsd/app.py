@@ -382,8 +382,11 @@ class App:
         await self.source.stop()
         self.source = make_source(new, self.store)
         await self.source.start()
-        if isinstance(self.source, FileSource):
-            keep = self.source.merged
+        # What the new source holds: the files source's merged objects, the others' keys() (None: it cannot tell,
+        # and nothing is deleted).
+        held = getattr(self.source, "keys", None)
+        keep = self.source.merged if isinstance(self.source, FileSource) else (held() if held is not None else None)
+        if keep is not None:
             stale = [key for key in self.store.objects if key not in keep]
             if stale:
                 self.store.apply([], stale)

@@ -76,7 +76,8 @@ class HttpServer:
         reasons = self.app.not_ready()
         if reasons:
             return web.Response(status=503, text="".join(f"{r}\n" for r in reasons))
-        return web.Response(text="OK\n")
+        # Serving but stale (a snapshot not yet confirmed by the source): 200, with the reason (App.ready_notes).
+        return web.Response(text="OK\n" + "".join(f"{n}\n" for n in self.app.ready_notes()))
 
     async def metrics(self, request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))

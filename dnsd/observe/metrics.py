@@ -260,9 +260,9 @@ class DnsdCollector(Collector):
         )
         source: Any = app.source
         name = type(source).__name__.removesuffix("Source").lower()
-        data_age = getattr(source, "data_age", None)
+        data_age = app.data_age()  # the snapshot's age while it serves unconfirmed, else the source's own
         if data_age is not None:
-            age.add_metric([name], float(data_age()))
+            age.add_metric([name], data_age)
         prog = getattr(source, "programming", None)
         _add_histogram(latency, [name], prog if isinstance(prog, Histogram) else Histogram(LATENCY_BUCKETS))
         yield age

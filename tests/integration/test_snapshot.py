@@ -72,7 +72,9 @@ def test_written_then_served_until_the_source_confirms(dnsd_factory: Any, tmp_pa
     notes = second.call(second.app.ready_notes)
     assert len(notes) == 1 and notes[0].startswith("serving the snapshot of ")
     assert notes[0].endswith("; the source has not confirmed it yet")
-    assert ready(second)[0] == 200  # a 503 would take every replica out of the kube-dns Service at once
+    code, body = ready(second)
+    assert code == 200  # a 503 would take every replica out of the kube-dns Service at once
+    assert "serving the snapshot of" in body, body  # the staleness shows in the body
     assert second.call(second.app.data_age) > 0.05
     assert second.app.store.synced
     # Nothing is written while the snapshot is unconfirmed (rewriting it would date old data as fresh).
