@@ -282,6 +282,18 @@ class KubernetesSource:
             message = json.loads(text).get("message") or text
         raise ApiError(f"{what}: HTTP {resp.status}: {message.strip()[:300]}")
 
+    @staticmethod
+    async def _body(resp: aiohttp.ClientResponse, what: str) -> bytes:
+        """The whole body, bounded by MAX_BODY (StreamReader.read(n) returns what has arrived, not n bytes)."""
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_any():
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise ApiError(f"{what}: a page over {MAX_BODY} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
     async def _list(self, res: Resource) -> str:
         """List every page; queue the whole listing as one change; return its resourceVersion."""
         objects: dict[ObjectKey, KubeObject] = {}
@@ -297,7 +309,7 @@ class KubernetesSource:
                 params["fieldSelector"] = res.field_selector
             async with await self._request(res.path, params, timeout) as resp:
                 await self._check(resp, f"list {res.path}")
-                body = await resp.content.read(MAX_BODY)
+                body = await self._body(resp, f"list {res.path}")
             page = await asyncio.to_thread(convert_page, body, res)
             for text in page.invalid:
                 self.invalid_objects += 1

@@ -418,3 +418,15 @@ def test_https_with_the_kubeconfig_ca(tmp_path: Path, dnsd_factory: Any) -> None
         h = dnsd_factory(config=config(kubeconfig))
         assert fake.url.startswith("https://")
         assert answer(h, f"api.shop.{DOMAIN}") == a_rec(f"api.shop.{DOMAIN}", "10.96.0.10")
+
+
+def test_big_list_pages_are_read_whole(fake: FakeApiServer, tmp_path: Path, dnsd_factory: Any) -> None:
+    """Pages of 500 objects (hundreds of KiB, more than one read of the stream) in several pages: all served."""
+    fake.upsert(namespace("bulk"))
+    for i in range(1200):
+        fake.upsert(service("bulk", f"s{i}", f"10.97.{i // 250}.{i % 250 + 1}"))
+    h = dnsd_factory(config=config(fake.write_kubeconfig(tmp_path / "kubeconfig")))
+    assert len([r for r in fake.requests_for("services", watch=False) if r.query.get("continue")]) == 2
+    for i in (0, 499, 500, 1199):
+        name = f"s{i}.bulk.{DOMAIN}"
+        assert answer(h, name) == a_rec(name, f"10.97.{i // 250}.{i % 250 + 1}")
