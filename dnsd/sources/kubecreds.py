@@ -248,10 +248,11 @@ def parse_exec_output(out: bytes, what: str = "exec plugin") -> tuple[str, float
 # ---------------------------------------------------------------- finding the target
 
 
-def in_cluster(env: Mapping[str, str] | None = None, root: Path = SERVICE_ACCOUNT) -> Target:
+def in_cluster(env: Mapping[str, str] | None = None, root: Path | None = None) -> Target:
     """rest.InClusterConfig: https://KUBERNETES_SERVICE_HOST:KUBERNETES_SERVICE_PORT, the mounted token (a file,
-    re-read) and CA."""
+    re-read) and CA (root: the service-account directory, SERVICE_ACCOUNT unless given)."""
     env = os.environ if env is None else env
+    root = SERVICE_ACCOUNT if root is None else root
     host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT")
     if not host or not port:
         raise CredentialError(

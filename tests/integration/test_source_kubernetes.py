@@ -19,6 +19,7 @@ from support import DnsdHandle, query, rcode_text, rr_lines, run_dnsd, wait_unti
 from support.fakeapi import FakeApiServer, make_tls
 
 import dnsd.sources.kubernetes as kube
+from dnsd.sources import kubecreds
 
 Obj = dict[str, Any]
 DOMAIN = "svc.cluster.local."
@@ -430,3 +431,22 @@ def test_big_list_pages_are_read_whole(fake: FakeApiServer, tmp_path: Path, dnsd
     for i in (0, 499, 500, 1199):
         name = f"s{i}.bulk.{DOMAIN}"
         assert answer(h, name) == a_rec(name, f"10.97.{i // 250}.{i % 250 + 1}")
+
+
+def test_in_cluster(tmp_path: Path, dnsd_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """in_cluster: true finds the API as a pod does: KUBERNETES_SERVICE_HOST/PORT, the mounted token and CA."""
+    tls = make_tls(tmp_path / "tls")
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    (account / "ca.crt").write_bytes(tls.ca.read_bytes())
+    token = account / "token"
+    with FakeApiServer(objects=[dict(o) for o in BASE], token="sa-1", token_file=token,
+                       ssl_context=tls.server_context()) as fake:  # fmt: skip
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(fake.port))
+        monkeypatch.setattr(kubecreds, "SERVICE_ACCOUNT", account)
+        cfg = config(tmp_path / "unused")
+        cfg["cluster"]["source"] = {"kubernetes": {"in_cluster": True}}
+        h = dnsd_factory(config=cfg)
+        assert h.app.source.creds.target.origin == "in-cluster"
+        assert answer(h, f"api.shop.{DOMAIN}") == a_rec(f"api.shop.{DOMAIN}", "10.96.0.10")
