@@ -21,7 +21,6 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -118,43 +117,53 @@ def rss_mb(pid: int) -> tuple[float, float]:
 
 
 class Prober:
-    """Asks one name over UDP back to back in a thread; records each reply's latency (ms) and rcode."""
+    """Asks one name over UDP back to back from a child process of its own (so this process's GIL, busy with the
+    fake, does not delay the client); each reply's (Unix time, latency ms, ok) is kept for windows to summarise."""
 
-    def __init__(self, h: DnsdProcess, name: str) -> None:
-        self.h, self.name = h, name
-        self.lat: list[float] = []
-        self.bad = 0
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            t0 = time.perf_counter()
-            try:
-                ok = rcode_text(query(self.h, self.name, timeout=2.0)) == "NOERROR"
-            except Exception:
-                ok = False
-            self.lat.append((time.perf_counter() - t0) * 1000)
-            self.bad += not ok
-            time.sleep(0.001)
+    def __init__(self, h: DnsdProcess, name: str, seconds: float) -> None:
+        self.cmd = [sys.executable, __file__, "probe-child", h.host, str(h.port), name, str(seconds)]
+        self.samples: list[tuple[float, float, bool]] = []
 
     def __enter__(self) -> Prober:
-        self._t.start()
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, text=True, env=_child_env())
+        assert self.proc.stdout is not None
+        self.proc.stdout.readline()  # "ready": the child has imported and asks from now on
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._t.join(5)
+        out, _ = self.proc.communicate(timeout=120)
+        self.samples = [tuple(row) for row in json.loads(out)]  # type: ignore[misc]
 
-    def summary(self) -> dict[str, float]:
-        lat = sorted(self.lat) or [0.0]
+    def summary(self, start: float = 0.0, end: float = float("inf")) -> dict[str, float]:
+        rows = [r for r in self.samples if start <= r[0] <= end]
+        lat = sorted(r[1] for r in rows) or [0.0]
         return {
-            "queries": len(self.lat),
-            "failed": self.bad,
+            "queries": len(rows),
+            "failed": sum(1 for r in rows if not r[2]),
             "p50_ms": round(statistics.median(lat), 3),
             "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 3),
             "max_ms": round(lat[-1], 3),
         }
+
+
+def _child_env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(ROOT.parent))
+
+
+def probe_child(args: argparse.Namespace) -> None:
+    h = (args.host, args.port)
+    rows: list[tuple[float, float, bool]] = []
+    print("ready", flush=True)
+    end = time.monotonic() + args.seconds
+    while time.monotonic() < end:
+        t0 = time.perf_counter()
+        try:
+            ok = rcode_text(query(h, args.name, timeout=2.0)) == "NOERROR"
+        except Exception:
+            ok = False
+        rows.append((time.time(), (time.perf_counter() - t0) * 1000, ok))
+        time.sleep(0.001)
+    print(json.dumps(rows))
 
 
 def wait_answer(h: DnsdProcess, name: str, want: str | None, deadline: float) -> float:
@@ -199,12 +208,13 @@ def scale(args: argparse.Namespace) -> dict[str, Any]:
             results["rss_mib"], results["peak_rss_mib"] = round(rss, 1), round(hwm, 1)
             print(f"ready in {results['list_to_ready_s']} s, RSS {rss:.0f} MiB (peak {hwm:.0f})", flush=True)
             probe = "svc0.ns0.svc.cluster.local."
-            with Prober(h, probe) as idle:
-                time.sleep(2.0)
+            with Prober(h, probe, 2.0) as idle:
+                pass
             results["idle_query"] = idle.summary()
             # Storm 1: 10,000 Service changes as fast as the fake takes them (about a second).
             n = min(10_000, args.services)
-            with Prober(h, probe) as p:
+            with Prober(h, probe, 15.0) as p:
+                w0 = time.time()
                 t0 = time.monotonic()
                 for i in range(1, n + 1):
                     fake.upsert(service(i, port=81), kind="Service")
@@ -218,9 +228,10 @@ def scale(args: argparse.Namespace) -> dict[str, Any]:
                         break
                     time.sleep(0.005)
                 applied = time.monotonic() - t0
+            window = p.summary(w0, w0 + applied)
             results["storm_10k_events"] = {"sent_s": round(sent, 2), "all_applied_s": round(applied, 2),
-                                           "query": p.summary()}  # fmt: skip
-            print(f"storm: {n} events sent in {sent:.2f} s, applied by {applied:.2f} s; {p.summary()}", flush=True)
+                                           "query": window}  # fmt: skip
+            print(f"storm: {n} events sent in {sent:.2f} s, applied by {applied:.2f} s; {window}", flush=True)
             # Storm 2: a rolling restart of a 5,000-endpoint service (5 slices of 1,000): 50 steps, each replacing
             # 100 pods of one slice.
             big_ns, big = "ns0", "big"
@@ -231,7 +242,8 @@ def scale(args: argparse.Namespace) -> dict[str, Any]:
                 fake.upsert(endpoint_slice(big_ns, big, f"big-{s}", slices[s]), kind="EndpointSlice")
             wait_answer(h, f"big.{big_ns}.svc.cluster.local.", None, 60)
             gen = 1
-            with Prober(h, probe) as p:
+            with Prober(h, probe, 10.0) as p:
+                w0 = time.time()
                 t0 = time.monotonic()
                 for step in range(50):
                     s = step % 5
@@ -249,10 +261,11 @@ def scale(args: argparse.Namespace) -> dict[str, Any]:
                         break
                     time.sleep(0.005)
                 applied = time.monotonic() - t0
+            window = p.summary(w0, w0 + applied)
             results["rolling_restart_5000"] = {
-                "steps": 50, "sent_s": round(sent, 2), "all_applied_s": round(applied, 2), "query": p.summary()
+                "steps": 50, "sent_s": round(sent, 2), "all_applied_s": round(applied, 2), "query": window
             }  # fmt: skip
-            print(f"rolling restart: 50 slice updates in {sent:.2f} s, applied by {applied:.2f} s; {p.summary()}")
+            print(f"rolling restart: 50 slice updates in {sent:.2f} s, applied by {applied:.2f} s; {window}")
             rss, hwm = rss_mb(h.proc.pid)
             results["rss_after_storms_mib"], results["peak_rss_mib"] = round(rss, 1), round(hwm, 1)
         finally:
@@ -343,7 +356,7 @@ def clients(args: argparse.Namespace) -> list[dict[str, Any]]:
             cmd = [sys.executable, __file__, "client-child", "--client", which, "--url", fake.url, "--token", "bench"]
             out = subprocess.run(
                 cmd + ([trace] if trace else []),
-                capture_output=True, text=True, timeout=600, env=dict(os.environ, PYTHONPATH=str(ROOT.parent)),
+                capture_output=True, text=True, timeout=600, env=_child_env(),
             )  # fmt: skip
             if out.returncode != 0:
                 raise RuntimeError(out.stderr)
@@ -367,11 +380,18 @@ def main() -> None:
     k.add_argument("--url", required=True)
     k.add_argument("--token", required=True)
     k.add_argument("--trace", action="store_true")
+    pc = sub.add_parser("probe-child")
+    pc.add_argument("host")
+    pc.add_argument("port", type=int)
+    pc.add_argument("name")
+    pc.add_argument("seconds", type=float)
     args = ap.parse_args()
     if args.cmd == "scale":
         scale(args)
     elif args.cmd == "clients":
         clients(args)
+    elif args.cmd == "probe-child":
+        probe_child(args)
     else:
         client_child(args)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import random
@@ -57,6 +58,7 @@ BATCH_MAX = 1000  # events per batch at most
 QUEUE_MAX = 10_000  # events waiting to be applied; a full queue holds the watch streams back (TCP flow control)
 MAX_LINE = 16 * 1024 * 1024  # one watch event line (etcd's object limit is 1.5 MiB)
 MAX_BODY = 512 * 1024 * 1024  # one list page
+FREEZE_OBJECTS = 20_000  # a first list this big is moved out of the cyclic collector's reach (gc.freeze)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +207,10 @@ class KubernetesSource:
             self._first[res.kind] = loop.create_future()
             self._followers[res.kind] = asyncio.create_task(self._follow(res), name=f"dnsd-kube-{res.kind}")
         await asyncio.gather(*(asyncio.shield(f) for f in self._first.values()))
+        if len(self.held) >= FREEZE_OBJECTS:
+            # What the first list built lives on: keep the cyclic collector from walking it again (a full
+            # collection over a big cluster's objects holds the GIL, and so the answers, for hundreds of ms).
+            gc.freeze()
         self.store.mark_synced()
         log.info("%s: listed %d objects; watching", self.creds.target.origin, len(self.held))
 
