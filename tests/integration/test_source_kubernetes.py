@@ -149,11 +149,12 @@ STEPS = [
 def test_list_then_watch_reach_the_answers(fake: FakeApiServer, served: DnsdHandle) -> None:
     """Each step's change, made in the API, is what DNS answers next; the steps build on each other."""
     source = served.app.source
-    assert source.name == "kubernetes" and served.app.store.synced
+    assert source.name == "kubernetes" and served.app.store.synced and source.complete()
     for step in STEPS:
         step.change(fake)
         wait_until(lambda s=step: answer(served, s.qname) == s.want, timeout=5)  # type: ignore[misc]
     assert source.programming.count > 0  # events were timed from arrival to commit
+    assert source.keys() == set(served.app.store.objects)
     assert source.data_age() == 0.0  # every watch connected and heard from
     first = [r for r in fake.requests if not r.watch]
     assert all(r.query.get("limit") == str(kube.PAGE) for r in first), first
