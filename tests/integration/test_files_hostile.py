@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import dns.exception
 import pytest
 from support import (
     NS_YAML,
@@ -132,6 +133,15 @@ def test_root_removed_then_a_file_keeps_serving(
 # ---------------------------------------------------------------- symlinks and bounds
 
 
+def _answers(p: DnsdProcess, name: str, ip: str) -> bool:
+    """The answer has moved to ip; a query that times out while the files are re-read (on a loaded machine the
+    walk's thread competes for the interpreter) counts as not yet, and the deadline still bounds the wait."""
+    try:
+        return a_answer(p, name) == a_ok(name, ip)
+    except dns.exception.Timeout:
+        return False
+
+
 def test_symlink_to_slash_is_not_walked_and_stop_is_prompt(root: Path, procs: list[DnsdProcess]) -> None:
     (root / "web.yaml").write_text(svc_yaml("web", "10.96.0.20"))
     (root / "everything").symlink_to("/")
@@ -142,11 +152,11 @@ def test_symlink_to_slash_is_not_walked_and_stop_is_prompt(root: Path, procs: li
     wait_until(lambda: logged(p, "ERROR", str(root / "everything"), "outside"), TIMEOUT)
     # Changes keep flowing (the scan is not stuck), and the link is reported once, not per rescan.
     (root / "web.yaml").write_text(svc_yaml("web", "10.96.0.21"))
-    wait_until(lambda: a_answer(p, "web") == a_ok("web", "10.96.0.21"), TIMEOUT)
+    wait_until(lambda: _answers(p, "web", "10.96.0.21"), TIMEOUT)
     p.proc.send_signal(signal.SIGHUP)
     (root / "more").mkdir()  # a directory event: another walk
     (root / "more" / "cart.yaml").write_text(svc_yaml("cart", "10.96.0.30"))
-    wait_until(lambda: a_answer(p, "cart") == a_ok("cart", "10.96.0.30"), TIMEOUT)
+    wait_until(lambda: _answers(p, "cart", "10.96.0.30"), TIMEOUT)
     assert len(logged(p, "ERROR", "everything")) == 1
     t1 = time.monotonic()
     assert p.stop(timeout=TIMEOUT) == 0
