@@ -32,8 +32,6 @@ def service_list(first_ip: str) -> str:
     return text
 
 
-
-
 @pytest.mark.parametrize("change", ["rewrite", "break"])
 def test_big_list_is_parsed_apart(
     dnsd_factory: Callable[..., DnsdHandle], tmp_path: Path, caplog: pytest.LogCaptureFixture, change: str

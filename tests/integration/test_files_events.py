@@ -19,9 +19,6 @@ N_FILES = 300
 TIMEOUT = 10.0
 
 
-
-
-
 def in_place(root: Path) -> None:
     (root / "d1" / "s150.yaml").write_text(svc_yaml("s150", "10.97.0.1"))
 

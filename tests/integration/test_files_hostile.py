@@ -35,11 +35,6 @@ from dnsd.sources.files import MAX_DEPTH
 TIMEOUT = 10.0
 
 
-
-
-
-
-
 NX: tuple[str, set[str]] = ("NXDOMAIN", set())
 
 

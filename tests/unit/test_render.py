@@ -17,8 +17,8 @@ from dnsd.proto.wire import parse_query
 
 CASES = [
     ("mail.example.org. 300 IN MX 10 mx1.example.org.", "MX"),
-    ("example.org. 300 IN CAA 0 issue \"letsencrypt.org\"", "CAA"),
-    ("example.org. 300 IN TXT \"v=spf1 -all\" \"second\"", "TXT"),
+    ('example.org. 300 IN CAA 0 issue "letsencrypt.org"', "CAA"),
+    ('example.org. 300 IN TXT "v=spf1 -all" "second"', "TXT"),
     ("_sip._udp.example.org. 300 IN SRV 0 5 5060 sip.example.org.", "SRV"),
     ("example.org. 300 IN NS ns1.example.org.", "NS"),
     ("www.example.org. 300 IN CNAME example.org.", "CNAME"),
