@@ -343,6 +343,8 @@ class App:
             # The entries stay (an upstream change keeps them too); only who may read them changes.
             cache = CacheLink(cache.cache, ClientAcl(new.allow_recursion), new.cache.prefetch, new.cache.serve_stale)
         self.cache = self.chain.cache = self.engine.cache = cache
+        if cache is not None:
+            cache.cache.counts = self.engine.counts  # its exact replies' hits fold into the engine's totals
         self.engine.log_queries = new.log.queries
         self.engine.trace_acl = ClientAcl(new.allow_recursion)
         if records_change:
