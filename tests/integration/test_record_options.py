@@ -136,8 +136,8 @@ NAMESPACES = rows(
         ptr4("172.0.0.1"),
         "PTR",
         answer=f"""
-        {ptr4('172.0.0.1')} 5 IN PTR ep1a.svc1.testns.svc.cluster.local.
-        {ptr4('172.0.0.1')} 5 IN PTR 172-0-0-1.shared.testns.svc.cluster.local.
+        {ptr4("172.0.0.1")} 5 IN PTR ep1a.svc1.testns.svc.cluster.local.
+        {ptr4("172.0.0.1")} 5 IN PTR 172-0-0-1.shared.testns.svc.cluster.local.
         """,
     ),
     Case(ptr4("10.0.0.10"), "PTR", "NXDOMAIN", note="ClusterIP of a service in an unlisted namespace"),
@@ -357,8 +357,8 @@ ENDPOINT_POD_NAMES = rows(
         ptr4("172.0.0.1"),
         "PTR",
         answer=f"""
-        {ptr4('172.0.0.1')} 5 IN PTR ep1a.svc1.testns.svc.cluster.local.
-        {ptr4('172.0.0.1')} 5 IN PTR svc1-pod-a.shared.testns.svc.cluster.local.
+        {ptr4("172.0.0.1")} 5 IN PTR ep1a.svc1.testns.svc.cluster.local.
+        {ptr4("172.0.0.1")} 5 IN PTR svc1-pod-a.shared.testns.svc.cluster.local.
         """,
         note="svc1's endpoint keeps its hostname; shared's has only the pod name",
     ),
@@ -414,34 +414,38 @@ IGNORE_EMPTY = rows(
 # ---------------------------------------------------------------- fallthrough (CoreDNS `fallthrough`)
 # There is no forwarder yet: a fallen-through name reaches the terminal link, REFUSED.
 
-FALLTHROUGH = rows(
-    "fallthrough-in-addr",
-    {"fallthrough": ["in-addr.arpa"]},
-    Case(ptr4("10.99.99.99"), "PTR", "REFUSED", note="unknown IP falls through"),
-    Case(ptr4("172.0.0.15"), "PTR", "REFUSED", note="not-ready endpoint falls through"),
-    Case(ptr4("10.0.0.1"), "PTR", answer=f"{ptr4('10.0.0.1')} 5 IN PTR svc1.testns.svc.cluster.local."),
-    Case(ptr6("dead:beef::1"), "PTR", "NXDOMAIN", note="ip6.arpa is not listed"),
-    Case("svc0.testns.svc.cluster.local.", "A", "NXDOMAIN", note="cluster.local is not listed"),
-    Case("foo.cluster.local.", "A", "NXDOMAIN"),
-) + rows(
-    "fallthrough-cluster",
-    {"fallthrough": ["cluster.local"]},
-    Case("svc0.testns.svc.cluster.local.", "A", "REFUSED"),
-    Case("ghost.nons.svc.cluster.local.", "A", "REFUSED"),
-    Case("hdls-empty.testns.svc.cluster.local.", "A", "REFUSED"),
-    Case("foo.cluster.local.", "A", "REFUSED"),
-    Case("svc1.testns.svc.cluster.local.", "AAAA", note="NODATA never falls through"),
-    Case("testns.svc.cluster.local.", "A", note="NODATA never falls through"),
-    Case("svc1.testns.svc.cluster.local.", "A", answer="svc1.testns.svc.cluster.local. 5 IN A 10.0.0.1"),
-    Case(ptr4("10.99.99.99"), "PTR", "NXDOMAIN", note="in-addr.arpa is not listed"),
-) + rows(
-    "fallthrough-every-zone",
-    {"fallthrough": ["."]},
-    Case("svc0.testns.svc.cluster.local.", "A", "REFUSED", note="'.': every zone, as CoreDNS's bare fallthrough"),
-    Case(ptr4("10.99.99.99"), "PTR", "REFUSED"),
-    Case(ptr6("dead:beef::1"), "PTR", "REFUSED"),
-    Case("svc1.testns.svc.cluster.local.", "AAAA", note="NODATA never falls through"),
-    Case(ptr4("10.0.0.1"), "PTR", answer=f"{ptr4('10.0.0.1')} 5 IN PTR svc1.testns.svc.cluster.local."),
+FALLTHROUGH = (
+    rows(
+        "fallthrough-in-addr",
+        {"fallthrough": ["in-addr.arpa"]},
+        Case(ptr4("10.99.99.99"), "PTR", "REFUSED", note="unknown IP falls through"),
+        Case(ptr4("172.0.0.15"), "PTR", "REFUSED", note="not-ready endpoint falls through"),
+        Case(ptr4("10.0.0.1"), "PTR", answer=f"{ptr4('10.0.0.1')} 5 IN PTR svc1.testns.svc.cluster.local."),
+        Case(ptr6("dead:beef::1"), "PTR", "NXDOMAIN", note="ip6.arpa is not listed"),
+        Case("svc0.testns.svc.cluster.local.", "A", "NXDOMAIN", note="cluster.local is not listed"),
+        Case("foo.cluster.local.", "A", "NXDOMAIN"),
+    )
+    + rows(
+        "fallthrough-cluster",
+        {"fallthrough": ["cluster.local"]},
+        Case("svc0.testns.svc.cluster.local.", "A", "REFUSED"),
+        Case("ghost.nons.svc.cluster.local.", "A", "REFUSED"),
+        Case("hdls-empty.testns.svc.cluster.local.", "A", "REFUSED"),
+        Case("foo.cluster.local.", "A", "REFUSED"),
+        Case("svc1.testns.svc.cluster.local.", "AAAA", note="NODATA never falls through"),
+        Case("testns.svc.cluster.local.", "A", note="NODATA never falls through"),
+        Case("svc1.testns.svc.cluster.local.", "A", answer="svc1.testns.svc.cluster.local. 5 IN A 10.0.0.1"),
+        Case(ptr4("10.99.99.99"), "PTR", "NXDOMAIN", note="in-addr.arpa is not listed"),
+    )
+    + rows(
+        "fallthrough-every-zone",
+        {"fallthrough": ["."]},
+        Case("svc0.testns.svc.cluster.local.", "A", "REFUSED", note="'.': every zone, as CoreDNS's bare fallthrough"),
+        Case(ptr4("10.99.99.99"), "PTR", "REFUSED"),
+        Case(ptr6("dead:beef::1"), "PTR", "REFUSED"),
+        Case("svc1.testns.svc.cluster.local.", "AAAA", note="NODATA never falls through"),
+        Case(ptr4("10.0.0.1"), "PTR", answer=f"{ptr4('10.0.0.1')} 5 IN PTR svc1.testns.svc.cluster.local."),
+    )
 )
 
 # ---------------------------------------------------------------- reverse_zones (spec 2.1, 2.3.3; CoreDNS's apex)
@@ -509,8 +513,8 @@ DOMAIN = rows(
         ptr4("172.0.0.1"),
         "PTR",
         answer=f"""
-        {ptr4('172.0.0.1')} 5 IN PTR ep1a.svc1.testns.svc.example.internal.
-        {ptr4('172.0.0.1')} 5 IN PTR 172-0-0-1.shared.testns.svc.example.internal.
+        {ptr4("172.0.0.1")} 5 IN PTR ep1a.svc1.testns.svc.example.internal.
+        {ptr4("172.0.0.1")} 5 IN PTR 172-0-0-1.shared.testns.svc.example.internal.
         """,
     ),
     Case(

@@ -130,9 +130,7 @@ def _soa_serial(msg: dns.message.Message) -> int | None:
 def _diff(what: str, got: set[str], want: set[str]) -> str | None:
     if got == want:
         return None
-    return (
-        f"{what} differs\n    missing:    {sorted(want - got)}\n    unexpected: {sorted(got - want)}"
-    )
+    return f"{what} differs\n    missing:    {sorted(want - got)}\n    unexpected: {sorted(got - want)}"
 
 
 def check(
@@ -274,7 +272,9 @@ HEADLESS = [
         hdls1.testns.svc.cluster.local. 5 IN AAAA 5678:abcd::2
         """,
     ),
-    Case("hdls-v6.testns.svc.cluster.local.", "AAAA", answer="hdls-v6.testns.svc.cluster.local. 5 IN AAAA 5678:abcd:1::"),
+    Case(
+        "hdls-v6.testns.svc.cluster.local.", "AAAA", answer="hdls-v6.testns.svc.cluster.local. 5 IN AAAA 5678:abcd:1::"
+    ),
     Case("hdls-v6.testns.svc.cluster.local.", "A", note="ready endpoints of the other family only: NODATA"),
     Case(
         "hdlsprtls.testns.svc.cluster.local.",
@@ -481,7 +481,11 @@ ENDPOINT_NAMES = [
         note="endpoint_pod_names off: the dashed IP",
     ),
     Case("web-7d4b9c-abcde.hdls-pods.testns.svc.cluster.local.", "A", "NXDOMAIN", note="pod names off"),
-    Case("named.hdls-pods.testns.svc.cluster.local.", "A", answer="named.hdls-pods.testns.svc.cluster.local. 5 IN A 172.0.0.102"),
+    Case(
+        "named.hdls-pods.testns.svc.cluster.local.",
+        "A",
+        answer="named.hdls-pods.testns.svc.cluster.local. 5 IN A 172.0.0.102",
+    ),
     Case(
         "dup-name.HDLS1.testns.svc.cluster.local.",
         "A",
@@ -786,8 +790,8 @@ PTR = [
         ptr4("172.0.0.1"),
         "PTR",
         answer=f"""
-        {ptr4('172.0.0.1')} 5 IN PTR ep1a.svc1.testns.svc.cluster.local.
-        {ptr4('172.0.0.1')} 5 IN PTR 172-0-0-1.shared.testns.svc.cluster.local.
+        {ptr4("172.0.0.1")} 5 IN PTR ep1a.svc1.testns.svc.cluster.local.
+        {ptr4("172.0.0.1")} 5 IN PTR 172-0-0-1.shared.testns.svc.cluster.local.
         """,
         note="an endpoint of two services: two PTRs",
     ),
@@ -825,17 +829,35 @@ PTR = [
         answer=f"{ptr4('172.0.0.60')} 5 IN PTR 172-0-0-60.hdls-dup.testns.svc.cluster.local.",
         note="same address in two slices of one service: one PTR",
     ),
-    Case(ptr4("172.0.0.40"), "PTR", answer=f"{ptr4('172.0.0.40')} 5 IN PTR 172-0-0-40.hdls-ready.testns.svc.cluster.local."),
+    Case(
+        ptr4("172.0.0.40"),
+        "PTR",
+        answer=f"{ptr4('172.0.0.40')} 5 IN PTR 172-0-0-40.hdls-ready.testns.svc.cluster.local.",
+    ),
     Case(
         ptr4("172.0.0.41"),
         "PTR",
         answer=f"{ptr4('172.0.0.41')} 5 IN PTR 172-0-0-41.hdls-ready.testns.svc.cluster.local.",
         note="ready: null",
     ),
-    Case(ptr4("172.0.0.44"), "PTR", answer=f"{ptr4('172.0.0.44')} 5 IN PTR 172-0-0-44.hdls-pna.testns.svc.cluster.local."),
-    Case(ptr4("172.0.0.80"), "PTR", answer=f"{ptr4('172.0.0.80')} 5 IN PTR legacy-0.legacy-hdls.testns.svc.cluster.local."),
-    Case(ptr4("172.0.0.85"), "PTR", answer=f"{ptr4('172.0.0.85')} 5 IN PTR 172-0-0-85.legacy-ip.testns.svc.cluster.local."),
-    Case(ptr4("172.0.0.90"), "PTR", answer=f"{ptr4('172.0.0.90')} 5 IN PTR 172-0-0-90.both-hdls.testns.svc.cluster.local."),
+    Case(
+        ptr4("172.0.0.44"), "PTR", answer=f"{ptr4('172.0.0.44')} 5 IN PTR 172-0-0-44.hdls-pna.testns.svc.cluster.local."
+    ),
+    Case(
+        ptr4("172.0.0.80"),
+        "PTR",
+        answer=f"{ptr4('172.0.0.80')} 5 IN PTR legacy-0.legacy-hdls.testns.svc.cluster.local.",
+    ),
+    Case(
+        ptr4("172.0.0.85"),
+        "PTR",
+        answer=f"{ptr4('172.0.0.85')} 5 IN PTR 172-0-0-85.legacy-ip.testns.svc.cluster.local.",
+    ),
+    Case(
+        ptr4("172.0.0.90"),
+        "PTR",
+        answer=f"{ptr4('172.0.0.90')} 5 IN PTR 172-0-0-90.both-hdls.testns.svc.cluster.local.",
+    ),
     Case(
         ptr4("172.0.0.110"),
         "PTR",
@@ -846,13 +868,19 @@ PTR = [
         "PTR",
         answer=f"{ptr4('172.0.0.120')} 5 IN PTR 172-0-0-120.hdls-label.testns.svc.cluster.local.",
     ),
-    Case(ptr4("172.0.0.20"), "PTR", answer=f"{ptr4('172.0.0.20')} 5 IN PTR 172-0-0-20.hdlsprtls.testns.svc.cluster.local."),
+    Case(
+        ptr4("172.0.0.20"),
+        "PTR",
+        answer=f"{ptr4('172.0.0.20')} 5 IN PTR 172-0-0-20.hdlsprtls.testns.svc.cluster.local.",
+    ),
     Case(
         ptr4("172.0.0.100"),
         "PTR",
         answer=f"{ptr4('172.0.0.100')} 5 IN PTR 172-0-0-100.hdls-pods.testns.svc.cluster.local.",
     ),
-    Case(ptr4("172.0.0.102"), "PTR", answer=f"{ptr4('172.0.0.102')} 5 IN PTR named.hdls-pods.testns.svc.cluster.local."),
+    Case(
+        ptr4("172.0.0.102"), "PTR", answer=f"{ptr4('172.0.0.102')} 5 IN PTR named.hdls-pods.testns.svc.cluster.local."
+    ),
     Case(
         ptr4("172.0.1.10"),
         "PTR",
