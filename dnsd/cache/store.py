@@ -13,7 +13,7 @@ from cachetools import TLRUCache
 
 from dnsd.config import CacheConfig
 from dnsd.observe.counts import Key, QueryCounts
-from dnsd.proto.answer import NOERROR, NXDOMAIN, RR, SERVFAIL, SOA, Answer, Labels
+from dnsd.proto.answer import NOERROR, NXDOMAIN, RR, SERVFAIL, SOA, Answer, Labels, in_zone
 from dnsd.proto.ttl import ttl_offsets
 from dnsd.proto.wire import Query
 
@@ -251,8 +251,7 @@ class AnswerCache:
 
     def drop_under(self, zone: Labels) -> int:
         """A zone of ours appeared or changed: forget every entry at or below it (and every wire reply)."""
-        n = len(zone)
-        gone = [k for k, e in list(self.entries.items()) if e.query.labels[len(e.query.labels) - n :] == zone or not n]
+        gone = [k for k, e in list(self.entries.items()) if in_zone(e.query.labels, zone)]
         for key in gone:
             entry = self.entries.pop(key)
             entry.live = False

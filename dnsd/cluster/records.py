@@ -33,7 +33,9 @@ from dnsd.proto.answer import (
     Labels,
     Tag,
     absent_service_tag,
+    in_zone,
     ip_tag,
+    labels_of,
     pods_tag,
     service_tag,
 )
@@ -48,10 +50,6 @@ SOA_REFRESH, SOA_RETRY, SOA_EXPIRE = 7200, 1800, 86400  # CoreDNS's apex SOA (th
 # query for a reply that is cut at 64 KB anyway (RFC 1035 4.2.2). The caps are what a 64 KB TCP message holds.
 MAX_ADDRESS_RRS = 4000  # A/AAAA answer records: 16 octets each with a compressed owner
 MAX_SRV_RRS = 1024  # SRV answer records: about 60 octets each with an endpoint target, not compressed (RFC 2782)
-
-
-def labels_of(name: str) -> Labels:
-    return tuple(name.lower().strip(".").split(".")) if name.strip(".") else ()
 
 
 @dataclass(slots=True)
@@ -96,7 +94,7 @@ class ClusterRecords:
 
     def zone_of(self, name: Labels) -> Labels | None:
         for zone in self.zones:
-            if len(name) >= len(zone) and name[len(name) - len(zone) :] == zone:
+            if in_zone(name, zone):
                 return zone
         return None
 

@@ -9,6 +9,7 @@ from dnsd.proto.wire import Query
 
 if TYPE_CHECKING:
     from dnsd.cache.store import Entry
+    from dnsd.observe.counts import Key
 
 UDP, TCP = "udp", "tcp"
 MAX_TRACE_LINES = 200  # steps one traced query may record (bounded: a long iterative walk is cut)
@@ -29,6 +30,8 @@ class QueryContext:
     # `dnsd query --trace`: the walk, one line per step, when the client asked for it; None (the usual case)
     # costs nothing.
     trace: list[str] | None = None
+    # The metrics' labels of this query's reply, once worked out (Engine._key).
+    count_key: Key | None = None
     # A pre-rendered table hit: the link that rendered it (the metrics count it under that link).
     table_link: str = ""
     # The cache entry a fresh hit came from: the engine keeps its reply as wire bytes for the exact query.

@@ -17,7 +17,7 @@ from dnsd.engine.context import TCP, UDP, QueryContext
 from dnsd.engine.fastpath import FastTable, table_index
 from dnsd.errors import FormatError
 from dnsd.observe.counts import Key, QueryCounts, Slot, key_for
-from dnsd.proto.answer import AXFR, BADVERS, IXFR, NOTIMP, REFUSED, SERVFAIL, Answer, Labels, Tag
+from dnsd.proto.answer import AXFR, BADVERS, IXFR, NOTIMP, REFUSED, SERVFAIL, Answer, Labels, Tag, labels_of
 from dnsd.proto.render import finish, render, simple_reply, with_option
 from dnsd.proto.trace import trace_option, wants_trace
 from dnsd.proto.tsig import badkey_reply
@@ -104,7 +104,7 @@ class Engine:
         if self.cache is not None:
             for tag in tags:
                 if tag.kind == "zone":
-                    self.cache.drop_under(tuple(lab for lab in tag.subject.split(".") if lab))
+                    self.cache.drop_under(labels_of(tag.subject))
 
     def exact_table(self, tcp: bool, v6: bool = False) -> dict[bytes, Slot]:
         """The exact-query table a listener may look queries up in itself (the fast path inlined: one slice, one
@@ -296,7 +296,14 @@ class Engine:
     # ------------------------------------------------------------ counting (dnsd.observe)
 
     def _key(self, ctx: QueryContext, rcode: int) -> Key:
-        """The labels a reply is counted under (dnsd.observe.counts.Key)."""
+        """The labels a reply is counted under (dnsd.observe.counts.Key): worked out once per query (a remembered
+        exact slot and the count of the reply itself share it)."""
+        if ctx.count_key is not None:
+            return ctx.count_key
+        ctx.count_key = self._make_key(ctx, rcode)
+        return ctx.count_key
+
+    def _make_key(self, ctx: QueryContext, rcode: int) -> Key:
         q = ctx.query
         link = ctx.table_link or ctx.link.split("+", 1)[0]
         if link not in LINKS:

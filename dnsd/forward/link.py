@@ -37,9 +37,9 @@ from dnsd.engine.context import QueryContext
 from dnsd.errors import DnsdError
 from dnsd.forward.resolvconf import read_resolv_conf
 from dnsd.observe.counts import UPSTREAM_BUCKETS, Histogram
-from dnsd.proto.answer import NOERROR, NXDOMAIN, REFUSED, SERVFAIL, Answer, Labels
+from dnsd.proto.answer import NOERROR, NXDOMAIN, REFUSED, Answer, Labels, in_zone, labels_of
 from dnsd.proto.wire import Query
-from dnsd.upstream.answer import to_answer
+from dnsd.upstream.answer import to_answer, upstream_servfail
 from dnsd.upstream.client import (
     MalformedReply,
     Server,
@@ -117,21 +117,9 @@ class Group:
         return [u for u in ups if not u.down] + [u for u in ups if u.down]
 
 
-def _in(name: Labels, zone: Labels) -> bool:
-    return len(name) >= len(zone) and name[len(name) - len(zone) :] == zone
-
-
-def _labels(text: str) -> Labels:
-    return tuple(lab for lab in text.lower().rstrip(".").split(".") if lab)
-
-
 def _parse_upstream(text: str) -> Server | TlsServer:
     """'ip', 'ip:port', '[v6]:port' or 'tls://IP[:port]#name'."""
     return parse_tls_server(text) if text.startswith("tls://") else parse_server(text)
-
-
-def _servfail(transient: bool = False) -> Answer:
-    return Answer(SERVFAIL, aa=False, ra=True, cacheable=False, transient=transient)
 
 
 class Forwarder:
@@ -149,7 +137,7 @@ class Forwarder:
     ) -> None:
         self.timeout = cfg.timeout
         self.listen = list(listen)
-        self.cluster_domain = _labels(cluster_domain)
+        self.cluster_domain = labels_of(cluster_domain)
         self.acl = ClientAcl(allow)
         self.max_fails = MAX_FAILS
         self.probe_interval = PROBE_INTERVAL
@@ -164,7 +152,7 @@ class Forwarder:
         self._loop_probes: dict[Labels, Upstream] = {}  # probe name -> the upstream it was sent to
         self._loop_task: asyncio.Task[None] | None = None
         self.default = Group((), self._resolve_upstreams(cfg.upstreams), cfg.policy)
-        stubs = [Group(_labels(d), self._resolve_upstreams(ups), cfg.policy) for d, ups in cfg.domains]
+        stubs = [Group(labels_of(d), self._resolve_upstreams(ups), cfg.policy) for d, ups in cfg.domains]
         self.stubs = sorted(stubs, key=lambda g: len(g.domain), reverse=True)  # most specific first
 
     def _resolve_upstreams(self, specs: Iterable[str]) -> list[Upstream]:
@@ -209,7 +197,7 @@ class Forwarder:
     def group_for(self, name: Labels) -> Group:
         """The most specific stub whose domain holds the name, else the default upstreams."""
         for group in self.stubs:
-            if _in(name, group.domain):
+            if in_zone(name, group.domain):
                 return group
         return self.default
 
@@ -221,7 +209,7 @@ class Forwarder:
             looped = self._loop_probes.pop(q.labels, None)
             if looped is not None:
                 return self._loop_found(looped, q)
-        if _in(q.labels, self.cluster_domain):
+        if in_zone(q.labels, self.cluster_domain):
             # Never forwarded, even when cluster.fallthrough names the cluster domain: upstream data for our
             # own domain could shadow or invent services (issue 6; dnsd differs from CoreDNS on purpose).
             return None
@@ -230,10 +218,10 @@ class Forwarder:
             return Answer(REFUSED, aa=False, cacheable=False)  # and no upstream query is made
         group = self.group_for(q.labels)
         if not group.upstreams:
-            return _servfail()
+            return upstream_servfail()
         if self.inflight >= self.max_concurrent:
             self.shed += 1
-            return _servfail(transient=True)
+            return upstream_servfail(transient=True)
         self.inflight += 1
         try:
             return await self._forward(q, group, ctx)
@@ -265,7 +253,7 @@ class Forwarder:
             if rcode in (NOERROR, NXDOMAIN):
                 return to_answer(reply)
             log.debug("forward: %s answered %s for %s; trying the next", up.server, rcode, qname)
-        return _servfail()
+        return upstream_servfail()
 
     # ------------------------------------------------------------ loops
 
@@ -306,7 +294,7 @@ class Forwarder:
             q.name_text,
             extra={"upstream": str(up.server)},
         )
-        return _servfail()
+        return upstream_servfail()
 
     # ------------------------------------------------------------ health
 

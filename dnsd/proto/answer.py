@@ -28,6 +28,17 @@ CLASS_IN = 1
 
 Labels = tuple[str, ...]  # lower-case labels of an absolute name, without the root
 
+
+def labels_of(name: str) -> Labels:
+    """The labels of a name written as text ("Cluster.Local." -> ("cluster", "local")); the root is ()."""
+    return tuple(lab for lab in name.lower().strip(".").split(".") if lab)
+
+
+def in_zone(name: Labels, zone: Labels) -> bool:
+    """Whether name is zone or below it."""
+    return len(name) >= len(zone) and name[len(name) - len(zone) :] == zone
+
+
 TagKind = Literal["svc", "absent-svc", "ip", "absent-ip", "pod", "apex", "zone", "all"]
 
 

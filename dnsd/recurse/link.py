@@ -24,26 +24,18 @@ import dns.rdatatype
 from dnsd.config import Config
 from dnsd.engine.acl import ClientAcl
 from dnsd.engine.context import QueryContext
-from dnsd.proto.answer import REFUSED, SERVFAIL, Answer, Labels
+from dnsd.proto.answer import REFUSED, SERVFAIL, Answer, in_zone, labels_of
 from dnsd.proto.wire import Query
 from dnsd.recurse.classify import rcode_text
 from dnsd.recurse.hints import Hints, load_hints
 from dnsd.recurse.infra import Infra
 from dnsd.recurse.walk import Budget, Outcome, Stats, Walker, WorkLimit
-from dnsd.upstream.answer import to_answer
+from dnsd.upstream.answer import to_answer, upstream_servfail
 
 log = logging.getLogger(__name__)
 
 MAX_CONCURRENT = 1000  # client queries walking at once (as the forwarder's cap)
 TIME_LIMIT = 4.5  # seconds one query may walk: inside the engine's 5 s ASYNC_DEADLINE, so we answer first
-
-
-def _in(name: Labels, zone: Labels) -> bool:
-    return len(name) >= len(zone) and name[len(name) - len(zone) :] == zone
-
-
-def _labels(text: str) -> Labels:
-    return tuple(lab for lab in text.lower().rstrip(".").split(".") if lab)
 
 
 def _name(wire: bytes) -> dns.name.Name:
@@ -59,10 +51,6 @@ def _name(wire: bytes) -> dns.name.Name:
         i += 1 + n
 
 
-def _servfail(transient: bool = False) -> Answer:
-    return Answer(SERVFAIL, aa=False, ra=True, cacheable=False, transient=transient)
-
-
 class Recursor:
     """The async-tail link that resolves iteratively from the root."""
 
@@ -76,7 +64,7 @@ class Recursor:
         allow: Iterable[str] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.cluster_domain = _labels(cluster_domain)
+        self.cluster_domain = labels_of(cluster_domain)
         self.acl = ClientAcl(allow)
         self.stats = Stats()
         self.infra = Infra(clock)
@@ -93,14 +81,14 @@ class Recursor:
         return ctx.internal or self.acl.allowed(ctx.client)
 
     async def resolve(self, q: Query, ctx: QueryContext) -> Answer | None:
-        if _in(q.labels, self.cluster_domain):
+        if in_zone(q.labels, self.cluster_domain):
             return None  # our own domain is never asked outside (issue 6), as the forwarder
         if not self.allowed(ctx):
             self.refused += 1
             return Answer(REFUSED, aa=False, cacheable=False)  # and nothing is sent
         if self.inflight >= self.max_concurrent:
             self.shed += 1
-            return _servfail(transient=True)
+            return upstream_servfail(transient=True)
         self.inflight += 1
         self.queries += 1
         try:
@@ -120,12 +108,12 @@ class Recursor:
             ctx.note(f"recurse: work bound hit ({exc}): SERVFAIL")
             log.debug("recurse: %s %s: work bound hit: %s", qname, q.qtype, exc)
             self.failed += 1
-            return _servfail()
+            return upstream_servfail()
         if tracing:
             ctx.note(f"recurse: {budget.sent} queries sent; {rcode_text(out.rcode)}")
         if out.rcode == SERVFAIL:
             self.failed += 1
-            return _servfail()
+            return upstream_servfail()
         return to_answer(_message(out))
 
     def start(self) -> None:

@@ -5,9 +5,14 @@ from __future__ import annotations
 import dns.message
 import dns.rdataclass
 
-from dnsd.proto.answer import OPT, RR, Answer
+from dnsd.proto.answer import OPT, RR, SERVFAIL, Answer
 
 TSIG = 250
+
+
+def upstream_servfail(transient: bool = False) -> Answer:
+    """Every upstream failed (or, transient, the query was shed): SERVFAIL with RA, never cached as data."""
+    return Answer(SERVFAIL, aa=False, ra=True, cacheable=False, transient=transient)
 
 
 def to_answer(reply: dns.message.Message) -> Answer:
