@@ -12,6 +12,7 @@ class ClusterHandler:
 
     def __init__(self, records: ClusterRecords) -> None:
         self.records = records
+        self._zone_text = {zone: ".".join(zone) + "." for zone in records.zones}
 
     def resolve(self, q: Query) -> Answer | None:
         return self.records.lookup(q.labels, q.qtype)
@@ -23,7 +24,7 @@ class ClusterHandler:
         zone = records.zone_of(labels)
         if zone is None:
             return None
-        text = ".".join(zone) + "."
+        text = self._zone_text[zone]
         if zone != records.domain:
             return text, ""
         rel = labels[: len(labels) - len(zone)]

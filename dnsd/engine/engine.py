@@ -9,16 +9,16 @@ import logging
 import struct
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from dnsd.engine.acl import ClientAcl
 from dnsd.engine.chain import Chain
 from dnsd.engine.context import TCP, UDP, QueryContext
-from dnsd.engine.fastpath import FastTable, table_index
+from dnsd.engine.fastpath import MAX_TAILS, FastTable, table_index
 from dnsd.errors import FormatError
 from dnsd.observe.counts import Key, QueryCounts, Slot, key_for
-from dnsd.proto.answer import AXFR, BADVERS, IXFR, NOTIMP, REFUSED, SERVFAIL, Answer, Labels, Tag, labels_of
-from dnsd.proto.render import finish, render, simple_reply, with_option
+from dnsd.proto.answer import AXFR, BADVERS, IXFR, NOTIMP, REFUSED, SERVFAIL, SOA, Answer, Labels, Tag, labels_of
+from dnsd.proto.render import Rendered, behind, finish, render, simple_reply, with_option
 from dnsd.proto.trace import trace_option, wants_trace
 from dnsd.proto.tsig import badkey_reply
 from dnsd.proto.wire import (
@@ -221,7 +221,14 @@ class Engine:
                 return self._cached(q, data, limit, ctx)
             if not ans.cacheable or not (ans.answer or ans.authority or ans.additional or ans.aa):
                 return self._render_uncached(q, ans, limit)
-            entry = self.table.put(key, render(q, ans, limit), ans.tags, ctx.link)
+            rendered = self._tail(q, ans, ctx.link, limit) if ans.negative else None
+            if rendered is None:
+                rendered = render(q, ans, limit)
+            elif not self.table.admit(key):
+                # A negative answer asked for the first time: served from its zone's tail and not kept, so that a
+                # stream of one-off names neither renders nor evicts the names asked all the time (fastpath.py).
+                return finish(rendered, data, self.store.serial)
+            entry = self.table.put(key, rendered, ans.tags, ctx.link)
         else:
             ctx.link = "fast"
             ctx.table_link = entry.link
@@ -231,6 +238,29 @@ class Engine:
             v6 = ctx.client is not None and ":" in ctx.client[0]
             self.table.remember_exact(entry, ctx.tcp, data[2:], reply[2:], self._key(ctx, reply[3] & 0x0F), v6)
         return reply
+
+    def _tail(self, q: Query, ans: Answer, link: str, limit: int) -> Rendered | None:
+        """A negative answer whose only record is its zone's SOA (RFC 2308 3), from the tail rendered once for
+        the zone (fastpath.py): None when the answer has another shape or the reply would pass limit."""
+        zone = ans.zone
+        if zone is None or ans.answer or ans.additional or len(ans.authority) != 1:
+            return None
+        soa = ans.authority[0]
+        labels = q.labels
+        if soa.rtype != SOA or soa.name != zone or labels[len(labels) - len(zone) :] != zone:
+            return None
+        edns = q.edns
+        tails = self.table.tails
+        key = (link, zone, ans.rcode, ans.aa, ans.ra, 0 if edns is None else 2 if edns.do else 1)
+        tail = tails.get(key)
+        if tail is None:
+            if len(tails) >= MAX_TAILS:
+                tails.clear()
+            wire = b"".join(bytes((len(label),)) + label.encode("latin-1") for label in zone) + b"\x00"
+            at = 12 + len(q.qname_wire)
+            apex = replace(q, data=q.data[:12] + wire + q.data[at : at + 4], qname_wire=wire, labels=zone, tsig=None)
+            tail = tails[key] = render(apex, ans, TCP_LIMIT)
+        return behind(tail, q.key_question, limit)
 
     def _cached(self, q: Query, data: bytes, limit: int, ctx: QueryContext) -> bytes:
         """A fresh cache hit on the full path: rendered once from the entry, kept for the exact query."""

@@ -9,9 +9,16 @@ with no parsing at all; every exact key belongs to an entry and goes when the en
 exactly its parsed records gets a slot: bytes after the last record are ignored by the parser (as BIND and NSD
 do), so padded copies of one question would otherwise each take a slot as large as the padding.
 
-Memory is bounded by bytes, not only by counts (a 64 KB TCP answer and a 60-octet NXDOMAIN are not the same
-cost): the pre-rendered entries by ENTRY_BUDGET, the two exact tables together by EXACT_BUDGET. A byte count is
-the octets of the key and value plus a fixed per-slot overhead for the Python objects and the dict slot.
+Memory is bounded by bytes, not by counts (a 64 KB TCP answer and a 60-octet NXDOMAIN are not the same cost, and
+a count that fits a small cluster is outgrown by a big one): the pre-rendered entries by ENTRY_BUDGET, the exact
+tables together by EXACT_BUDGET. A byte count is the octets of the key and value plus a fixed per-slot overhead
+for the Python objects and the dict slot.
+
+Names asked once must not evict the names asked all the time (a stream of random labels, each one NXDOMAIN): a
+negative answer is kept only when its question is asked a second time while the doorkeeper (a bounded set of
+question hashes, as TinyLFU's) still remembers the first. Until then it is answered from its zone's negative
+tail: the reply rendered once per zone, link and EDNS variant with the zone itself as the question, and moved
+behind the question asked (render.behind), so a one-off name costs neither a render nor a table slot.
 """
 
 from __future__ import annotations
@@ -30,6 +37,12 @@ EXACT_BUDGET = 32 * 1024 * 1024  # octets of the UDP and TCP exact tables togeth
 # dict's entry and index (~40), and for an entry the Entry object, its list and tag references (~200).
 EXACT_OVERHEAD = 110
 ENTRY_OVERHEAD = 330
+DOORKEEPER = 65_536  # question hashes remembered for admission (about 3 MB); forgotten all at once when full
+MAX_TAILS = 1024  # negative tails (one per zone, link, rcode and EDNS variant); dropped all at once when full
+MAX_TAG_SETS = 65_536  # shared tag-set copies; only a cache, dropped all at once when full
+
+# What a negative tail is kept under: (link, zone, rcode, aa, ra, EDNS variant).
+TailKey = tuple[str, tuple[str, ...], int, bool, bool, int]
 
 
 @dataclass(slots=True)
@@ -46,11 +59,12 @@ def table_index(tcp: bool, v6: bool) -> int:
 
 
 class FastTable:
-    """Bounded: when full, the oldest entry goes (dicts keep insertion order)."""
+    """Bounded by bytes: when full, the oldest entry goes (dicts keep insertion order). max_entries adds a count
+    bound (tests; None: bytes only)."""
 
     def __init__(
         self,
-        max_entries: int = 50_000,
+        max_entries: int | None = None,
         entry_budget: int = ENTRY_BUDGET,
         exact_budget: int = EXACT_BUDGET,
         counts: QueryCounts | None = None,
@@ -69,6 +83,22 @@ class FastTable:
         # Where a slot's hits go when it leaves its table (the metrics read live slots at scrape time).
         self.counts = counts if counts is not None else QueryCounts()
         self._tag_sets: dict[frozenset[Tag], frozenset[Tag]] = {}
+        self._seen: set[int] = set()  # the doorkeeper: hashes of negative questions asked once
+        # Negative tails (see the module doc): dropped at every invalidation, as the SOA they hold may change.
+        self.tails: dict[TailKey, Rendered] = {}
+
+    def admit(self, key: bytes) -> bool:
+        """Whether a negative answer for key is worth a table slot: it is when its question was asked before
+        (while the doorkeeper remembered it). A hash collision only admits a name early."""
+        h = hash(key)
+        seen = self._seen
+        if h in seen:
+            seen.discard(h)
+            return True
+        if len(seen) >= DOORKEEPER:
+            seen.clear()
+        seen.add(h)
+        return False
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -80,9 +110,10 @@ class FastTable:
         if key in self.entries:
             self._remove(key)
         cost = _entry_cost(key, rendered)
-        while self.entries and (len(self.entries) >= self.max_entries or self.entry_bytes + cost > self.entry_budget):
+        limit = self.max_entries
+        while self.entries and (self.entry_bytes + cost > self.entry_budget or (limit and len(self.entries) >= limit)):
             self._remove(next(iter(self.entries)))
-        if len(self._tag_sets) >= self.max_entries:
+        if len(self._tag_sets) >= MAX_TAG_SETS:
             self._tag_sets.clear()  # only a cache of shared copies: dropping it loses nothing
         # Most answers share a tag set (every absent name of a namespace has the same one): keep one copy.
         tags = self._tag_sets.setdefault(tags, tags)
@@ -110,7 +141,8 @@ class FastTable:
         cost = len(query_after_id) + len(reply_after_id) + EXACT_OVERHEAD
         if cost > self.exact_budget:
             return  # would not fit even in empty tables
-        if len(table) >= 2 * self.max_entries or self.exact_bytes + cost > self.exact_budget:
+        limit = self.max_entries
+        if self.exact_bytes + cost > self.exact_budget or (limit and len(table) >= 2 * limit):
             self.clear_exact()  # a cheap bound; hot queries come back on their next ask
         table[query_after_id] = Slot(reply_after_id, key, len(query_after_id) + 2)
         self.exact_bytes += cost
@@ -156,7 +188,9 @@ class FastTable:
                     del self.by_tag[tag]
 
     def invalidate(self, tags: set[Tag]) -> int:
-        """Drop every answer that depended on one of tags; ALL drops everything. Returns how many went."""
+        """Drop every answer that depended on one of tags; ALL drops everything. Returns how many went. The
+        negative tails go too: a few renders rebuild them."""
+        self.tails.clear()
         if ALL in tags:
             n = len(self.entries)
             self.clear()
@@ -178,6 +212,8 @@ class FastTable:
 
     def clear(self) -> None:
         self._tag_sets.clear()
+        self.tails.clear()
+        self._seen.clear()
         self.entries.clear()
         self.entry_bytes = 0
         self.by_tag.clear()

@@ -10,6 +10,8 @@ QueryCounts.add. The labels are bounded: types outside COMMON_TYPES are "other",
 from __future__ import annotations
 
 import bisect
+import functools
+import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
@@ -130,21 +132,49 @@ class Slot:
 
 class SpaceSaving:
     """The top names of a stream in bounded memory (Metwally et al.'s Space-Saving): at most `size` counters;
-    a new name takes the place of the smallest, inheriting its count (an overestimate bounded by that count)."""
+    a new name takes the place of the smallest, inheriting its count (an overestimate bounded by that count).
+
+    The smallest counter is found through the paper's Stream-Summary: names grouped by count, the counts in a
+    heap (stale ones skipped lazily), so a stream of never-repeated names (random labels, each one NXDOMAIN)
+    costs O(log size) per name, not a scan of every counter."""
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.counts: dict[str, int] = {}
+        self._groups: dict[int, dict[str, None]] = {}  # count -> the names holding it, oldest first
+        self._heap: list[int] = []  # the counts of _groups, each at least once (stale entries skipped)
 
     def add(self, name: str, n: int = 1) -> None:
-        counts = self.counts
-        if name in counts:
-            counts[name] += n
-        elif len(counts) < self.size:
-            counts[name] = n
+        counts, groups = self.counts, self._groups
+        old = counts.get(name)
+        if old is None:
+            if len(counts) < self.size:
+                old = 0
+            else:
+                heap = self._heap
+                while heap[0] not in groups:
+                    heapq.heappop(heap)
+                old = heap[0]
+                smallest = groups[old]
+                victim = next(iter(smallest))
+                del smallest[victim], counts[victim]
+                if not smallest:
+                    del groups[old]
         else:
-            smallest = min(counts, key=counts.__getitem__)
-            counts[name] = counts.pop(smallest) + n
+            was = groups[old]
+            del was[name]
+            if not was:
+                del groups[old]
+        new = old + n
+        counts[name] = new
+        group = groups.get(new)
+        if group is None:
+            group = groups[new] = {}
+            heapq.heappush(self._heap, new)
+            if len(self._heap) > 4 * self.size + 64:  # stale counts: rebuild from the live ones
+                self._heap = list(groups)
+                heapq.heapify(self._heap)
+        group[name] = None
 
     def top(self, k: int) -> list[tuple[str, int]]:
         return sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
@@ -221,5 +251,6 @@ def qname_text(query_after_id: bytes) -> str:
     return ".".join(labels) + "."
 
 
+@functools.lru_cache(maxsize=4096)  # a handful of distinct label sets; the text of types and rcodes is not free
 def key_for(zone: str, qtype: int, rcode: int, link: str, proto: str, v6: bool, namespace: str) -> Key:
     return Key(zone, type_label(qtype), rcode_text(rcode), link, proto, "2" if v6 else "1", namespace)

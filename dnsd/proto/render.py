@@ -30,6 +30,7 @@ class Rendered:
     zone_len: int  # octets of the zone part of the question name, root included (0: no zone)
     zone_patches: tuple[int, ...]  # offsets of uncompressed copies of the zone name
     serial_at: int  # offset of the SOA serial, -1 if none
+    pointers: tuple[int, ...] = ()  # offsets of the compression pointers written after the question (see behind)
 
 
 def opt_record(do: bool, ext_rcode: int = 0) -> bytes:
@@ -42,6 +43,7 @@ class _Writer:
         self.buf = bytearray()
         self.compress: dict[Labels, int] = {}
         self.zone_patches: list[int] = []
+        self.pointers: list[int] = []  # where (relative to self.buf) each compression pointer was written
         self.serial_at = -1
         self.zone = zone
         # The question name: the whole name at 12, and the zone's suffixes inside it (the other suffixes are
@@ -61,6 +63,7 @@ class _Writer:
             suffix = labels[i:]
             ptr = self.compress.get(suffix) if compress else None
             if ptr is not None:
+                self.pointers.append(len(self.buf))
                 self.buf += struct.pack("!H", 0xC000 | ptr)
                 return
             pos = base + len(self.buf)
@@ -189,7 +192,34 @@ def render(q: Query, ans: Answer, limit: int) -> Rendered:
             zone_len = 0
     patches = tuple(p for p in w.zone_patches if p + zone_len <= end) if zone_len else ()
     serial_at = w.serial_at if w.serial_at + 4 <= end else -1
-    return Rendered(data, qlen, zone_len, patches, serial_at)
+    pointers = tuple(base + p for p in w.pointers if base + p + 2 <= end)
+    return Rendered(data, qlen, zone_len, patches, serial_at, pointers)
+
+
+def behind(r: Rendered, question: bytes, limit: int) -> Rendered | None:
+    """A reply rendered for its zone as the question (r), moved behind `question`, a lower-cased question for a
+    name below that zone: the reply that render() gives for it, without rendering. None when it would pass
+    `limit` (the caller renders, and cuts). Only for replies whose records name the question through its zone
+    alone (a negative answer's SOA, RFC 2308 3): then every compression pointer, into the zone part of the
+    question or into the records after it, moves by the same number of octets as the records do."""
+    shift = len(question) - 4 - r.qname_len
+    if len(r.data) + shift > limit:
+        return None
+    start = 16 + r.qname_len
+    data = r.data
+    out = bytearray(data[:12])
+    out += question
+    out += data[start:]
+    for at in r.pointers:
+        target = ((data[at] << 8) | data[at + 1]) + shift
+        if target > 0xFFFF:
+            return None  # past what a pointer can reach (RFC 1035 4.1.4): render it
+        out[at + shift] = target >> 8
+        out[at + shift + 1] = target & 0xFF
+    pointers = tuple(at + shift for at in r.pointers)
+    patches = tuple(at + shift for at in r.zone_patches)
+    serial_at = r.serial_at + shift if r.serial_at >= 0 else -1
+    return Rendered(bytes(out), len(question) - 4, r.zone_len, patches, serial_at, pointers)
 
 
 def finish(r: Rendered, query: bytes, serial: int) -> bytes:
