@@ -259,7 +259,7 @@ class Engine:
             wire = b"".join(bytes((len(label),)) + label.encode("latin-1") for label in zone) + b"\x00"
             at = 12 + len(q.qname_wire)
             apex = replace(q, data=q.data[:12] + wire + q.data[at : at + 4], qname_wire=wire, labels=zone, tsig=None)
-            tail = tails[key] = render(apex, ans, TCP_LIMIT)
+            tail = tails[key] = render(apex, ans, TCP_LIMIT, pointers=True)
         return behind(tail, q.key_question, limit)
 
     def _cached(self, q: Query, data: bytes, limit: int, ctx: QueryContext) -> bytes:

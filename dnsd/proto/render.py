@@ -8,7 +8,7 @@ zone part is written out and its offsets are recorded for the same patch.
 
 from __future__ import annotations
 
-import ipaddress
+import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,7 +98,8 @@ class _Writer:
 
 def _address(w: _Writer, d: tuple[object, ...], base: int) -> None:
     """A (RFC 1035 3.4.1) and AAAA (RFC 3596 2.2): the packed address."""
-    w.buf += ipaddress.ip_address(str(d[0])).packed
+    text = str(d[0])
+    w.buf += socket.inet_pton(socket.AF_INET6 if ":" in text else socket.AF_INET, text)
 
 
 def _target(w: _Writer, d: tuple[object, ...], base: int) -> None:
@@ -145,11 +146,12 @@ def _labels(v: object) -> Labels:
     return v
 
 
-def render(q: Query, ans: Answer, limit: int) -> Rendered:
+def render(q: Query, ans: Answer, limit: int, pointers: bool = False) -> Rendered:
     """The reply for q's lower-cased question, cut to `limit` octets (UDP) by whole records.
 
     Records that do not fit are dropped; TC is set when an answer or authority record was dropped, not for
-    optional additional records (RFC 2181 9). The OPT record is always kept (RFC 6891 7)."""
+    optional additional records (RFC 2181 9). The OPT record is always kept (RFC 6891 7). With pointers, the
+    offsets of the compression pointers are kept too (for behind; a table entry does without them)."""
     qlen = len(q.qname_wire)
     question = q.key_question
     w = _Writer(q.labels, ans.zone)
@@ -192,8 +194,8 @@ def render(q: Query, ans: Answer, limit: int) -> Rendered:
             zone_len = 0
     patches = tuple(p for p in w.zone_patches if p + zone_len <= end) if zone_len else ()
     serial_at = w.serial_at if w.serial_at + 4 <= end else -1
-    pointers = tuple(base + p for p in w.pointers if base + p + 2 <= end)
-    return Rendered(data, qlen, zone_len, patches, serial_at, pointers)
+    kept = tuple(base + p for p in w.pointers if base + p + 2 <= end) if pointers else ()
+    return Rendered(data, qlen, zone_len, patches, serial_at, kept)
 
 
 def behind(r: Rendered, question: bytes, limit: int) -> Rendered | None:
@@ -216,10 +218,9 @@ def behind(r: Rendered, question: bytes, limit: int) -> Rendered | None:
             return None  # past what a pointer can reach (RFC 1035 4.1.4): render it
         out[at + shift] = target >> 8
         out[at + shift + 1] = target & 0xFF
-    pointers = tuple(at + shift for at in r.pointers)
     patches = tuple(at + shift for at in r.zone_patches)
     serial_at = r.serial_at + shift if r.serial_at >= 0 else -1
-    return Rendered(bytes(out), len(question) - 4, r.zone_len, patches, serial_at, pointers)
+    return Rendered(bytes(out), len(question) - 4, r.zone_len, patches, serial_at)
 
 
 def finish(r: Rendered, query: bytes, serial: int) -> bytes:
