@@ -89,6 +89,7 @@ class ClusterRecords:
         self.fallthrough: list[Labels] = [labels_of(z) for z in cfg.fallthrough]
         self.server_ips = [str(ipaddress.ip_address(ip)) for ip in server_ips]
         self.ttl = cfg.ttl
+        self._soa: dict[Labels, RR] = {}  # soa(): the record of each zone at the current serial
 
     # ------------------------------------------------------------ entry point
 
@@ -109,7 +110,7 @@ class ClusterRecords:
         except _Loop:
             ans = Answer(SERVFAIL, zone=zone, cacheable=False)
         if ans.rcode == NXDOMAIN:
-            if any(name[len(name) - len(z) :] == z for z in self.fallthrough):
+            if self.fallthrough and any(name[len(name) - len(z) :] == z for z in self.fallthrough):
                 return None  # CoreDNS `fallthrough`: only NXDOMAIN falls through, never NODATA
             if not self.store.synced:
                 # Before the first sync an absent name may exist: SERVFAIL with the SOA, never NXDOMAIN.
@@ -151,7 +152,15 @@ class ClusterRecords:
         return Answer(NOERROR)
 
     def soa(self, zone: Labels) -> RR:
-        """CoreDNS's apex SOA: `<zone> min(ttl,300) SOA ns.dns.<zone> hostmaster.<zone> serial 7200 1800 86400 ttl`."""
+        """CoreDNS's apex SOA: `<zone> min(ttl,300) SOA ns.dns.<zone> hostmaster.<zone> serial 7200 1800 86400 ttl`.
+        One copy per zone and serial: every negative answer carries it."""
+        kept = self._soa.get(zone)
+        if kept is not None and kept.rdata[2] == self.store.serial:
+            return kept
+        rr = self._soa[zone] = self._make_soa(zone)
+        return rr
+
+    def _make_soa(self, zone: Labels) -> RR:
         return RR(
             zone,
             SOA,

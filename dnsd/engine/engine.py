@@ -18,7 +18,7 @@ from dnsd.engine.fastpath import MAX_TAILS, FastTable, table_index
 from dnsd.errors import FormatError
 from dnsd.observe.counts import Key, QueryCounts, Slot, key_for
 from dnsd.proto.answer import AXFR, BADVERS, IXFR, NOTIMP, REFUSED, SERVFAIL, SOA, Answer, Labels, Tag, labels_of
-from dnsd.proto.render import Rendered, behind, finish, render, simple_reply, with_option
+from dnsd.proto.render import Rendered, behind, finish, finish_behind, render, simple_reply, with_option
 from dnsd.proto.trace import trace_option, wants_trace
 from dnsd.proto.tsig import badkey_reply
 from dnsd.proto.wire import (
@@ -221,14 +221,17 @@ class Engine:
                 return self._cached(q, data, limit, ctx)
             if not ans.cacheable or not (ans.answer or ans.authority or ans.additional or ans.aa):
                 return self._render_uncached(q, ans, limit)
-            rendered = self._tail(q, ans, ctx.link, limit) if ans.negative else None
-            if rendered is None:
-                rendered = render(q, ans, limit)
-            elif not self.table.admit(key):
-                # A negative answer asked for the first time: served from its zone's tail and not kept, so that a
-                # stream of one-off names neither renders nor evicts the names asked all the time (fastpath.py).
-                return finish(rendered, data, self.store.serial)
-            entry = self.table.put(key, rendered, ans.tags, ctx.link)
+            tail = self._tail(q, ans, ctx.link) if ans.negative else None
+            rendered = None
+            if tail is not None:
+                if not self.table.admit(key):
+                    # A negative answer asked for the first time: served from its zone's tail and not kept, so
+                    # that a stream of one-off names neither renders nor evicts the names asked all the time.
+                    reply = finish_behind(tail, data, len(q.qname_wire), self.store.serial, limit)
+                    if reply is not None:
+                        return reply
+                rendered = behind(tail, key[: len(key) - 3], limit)
+            entry = self.table.put(key, rendered or render(q, ans, limit), ans.tags, ctx.link)
         else:
             ctx.link = "fast"
             ctx.table_link = entry.link
@@ -239,9 +242,9 @@ class Engine:
             self.table.remember_exact(entry, ctx.tcp, data[2:], reply[2:], self._key(ctx, reply[3] & 0x0F), v6)
         return reply
 
-    def _tail(self, q: Query, ans: Answer, link: str, limit: int) -> Rendered | None:
-        """A negative answer whose only record is its zone's SOA (RFC 2308 3), from the tail rendered once for
-        the zone (fastpath.py): None when the answer has another shape or the reply would pass limit."""
+    def _tail(self, q: Query, ans: Answer, link: str) -> Rendered | None:
+        """The tail rendered once for the zone of a negative answer whose only record is its zone's SOA (RFC 2308
+        3, fastpath.py); None when the answer has another shape."""
         zone = ans.zone
         if zone is None or ans.answer or ans.additional or len(ans.authority) != 1:
             return None
@@ -260,7 +263,7 @@ class Engine:
             at = 12 + len(q.qname_wire)
             apex = replace(q, data=q.data[:12] + wire + q.data[at : at + 4], qname_wire=wire, labels=zone, tsig=None)
             tail = tails[key] = render(apex, ans, TCP_LIMIT, pointers=True)
-        return behind(tail, q.key_question, limit)
+        return tail
 
     def _cached(self, q: Query, data: bytes, limit: int, ctx: QueryContext) -> bytes:
         """A fresh cache hit on the full path: rendered once from the entry, kept for the exact query."""

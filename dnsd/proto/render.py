@@ -204,23 +204,48 @@ def behind(r: Rendered, question: bytes, limit: int) -> Rendered | None:
     `limit` (the caller renders, and cuts). Only for replies whose records name the question through its zone
     alone (a negative answer's SOA, RFC 2308 3): then every compression pointer, into the zone part of the
     question or into the records after it, moves by the same number of octets as the records do."""
-    shift = len(question) - 4 - r.qname_len
-    if len(r.data) + shift > limit:
+    out = _moved(r, question, limit)
+    if out is None:
         return None
-    start = 16 + r.qname_len
+    shift = len(question) - 4 - r.qname_len
+    patches = tuple(at + shift for at in r.zone_patches)
+    serial_at = r.serial_at + shift if r.serial_at >= 0 else -1
+    return Rendered(bytes(out), len(question) - 4, r.zone_len, patches, serial_at)
+
+
+def finish_behind(r: Rendered, query: bytes, qname_len: int, serial: int, limit: int) -> bytes | None:
+    """finish(behind(r, question, limit), query, serial) in one copy, the question spelled as asked."""
+    out = _moved(r, query[12 : 16 + qname_len], limit)
+    if out is None:
+        return None
+    shift = qname_len - r.qname_len
+    out[0:2] = query[0:2]
+    out[2] |= query[2] & 0x01  # RD copied (RFC 1035 4.1.1)
+    out[3] |= query[3] & 0x10  # CD copied (RFC 4035 3.1.6)
+    if r.zone_patches:
+        zone = query[12 + qname_len - r.zone_len : 12 + qname_len]
+        for at in r.zone_patches:
+            out[at + shift : at + shift + r.zone_len] = zone
+    if r.serial_at >= 0:
+        struct.pack_into("!I", out, r.serial_at + shift, serial)
+    return bytes(out)
+
+
+def _moved(r: Rendered, question: bytes, limit: int) -> bytearray | None:
+    shift = len(question) - 4 - r.qname_len
     data = r.data
+    if len(data) + shift > limit:
+        return None
     out = bytearray(data[:12])
     out += question
-    out += data[start:]
+    out += data[16 + r.qname_len :]
     for at in r.pointers:
         target = ((data[at] << 8) | data[at + 1]) + shift
         if target > 0xFFFF:
             return None  # past what a pointer can reach (RFC 1035 4.1.4): render it
         out[at + shift] = target >> 8
         out[at + shift + 1] = target & 0xFF
-    patches = tuple(at + shift for at in r.zone_patches)
-    serial_at = r.serial_at + shift if r.serial_at >= 0 else -1
-    return Rendered(bytes(out), len(question) - 4, r.zone_len, patches, serial_at)
+    return out
 
 
 def finish(r: Rendered, query: bytes, serial: int) -> bytes:
