@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TEST_TOOLS := dig:bind9-dnsutils kdig:knot-dnsutils nslookup:bind9-dnsutils nsd:nsd unbound:unbound openssl:openssl dnsmasq:dnsmasq-base chromium:chromium promtool:prometheus etcd:etcd-server etcdctl:etcd-client
-BENCH_TOOLS := dnsperf:dnsperf nsd:nsd taskset:util-linux unbound:unbound
+BENCH_TOOLS := dnsperf:dnsperf nsd:nsd taskset:util-linux unbound:unbound knotd:knot
 
 .PHONY: run setup test lint unit bench system-test-deps system-bench-deps clean
 
@@ -54,11 +54,15 @@ test: $(STAMP) system-test-deps lint
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
 
-# SCENARIO: cluster (dnsd and NSD, 1,000 services), cache (dnsd and Unbound forwarding to NSD, cache hits),
-# iterative (dnsd and Unbound resolving cold from a loopback root on port 53: root only), or all.
-SCENARIO ?= all
+# SCENARIO: cluster (dnsd and NSD at SERVICES services; Knot too above 1,000), cache (dnsd and Unbound forwarding to
+# NSD, cache hits), iterative (dnsd and Unbound resolving cold from a loopback root on port 53: root only), or all.
+# SERVICES: 1000 (the default: the regression guard), 10000, 100000, a comma list, or all (1000,10000,100000).
+# `make bench` = cluster at 1,000, cache, iterative; `make bench SERVICES=100000` = the cluster scenario at that size;
+# `make bench SERVICES=all` = every scenario (about 6 minutes). See bench/README.md.
+SCENARIO ?=
+SERVICES ?=
 bench: $(STAMP) system-bench-deps
-	PATH="$(CURDIR)/$(BIN):$$PATH" SCENARIO="$(SCENARIO)" bash bench/run.sh
+	PATH="$(CURDIR)/$(BIN):$$PATH" SCENARIO="$(SCENARIO)" SERVICES="$(SERVICES)" bash bench/run.sh
 
 clean:
 	rm -rf $(VENV) bench/out .pytest_cache .mypy_cache .ruff_cache

@@ -62,6 +62,7 @@ from bench import (  # noqa: E402  (bench/bench.py: the cluster scenario's helpe
     pin,
     python_version,
     run_dnsperf,
+    source_state,
     tool_version,
     tree_cpu_seconds,
 )
@@ -538,20 +539,6 @@ def summary_row(r: Row) -> tuple[str, ...]:
     return (r.scenario, r.server, speed, lost, cpu, up, r.error.splitlines()[0] if r.error else "")
 
 
-def cluster_rows(path: Path | None) -> list[tuple[str, ...]]:
-    """The cluster scenario's rows from bench/bench.py's results.json (bench/out/results.json), if given."""
-    if path is None or not path.exists():
-        return []
-    rows: list[tuple[str, ...]] = []
-    for r in json.loads(path.read_text()).get("results", []):
-        if r.get("error"):
-            rows.append(("cluster", r["server"], "-", "-", "-", "-", f"ERROR: {r['error']}"))
-        else:
-            cells = (f"{r['qps']:,.0f} QPS", f"{r['lost']} lost", f"{r['cpu_us_per_query']:.1f} us/q", "-", "")
-            rows.append(("cluster", r["server"], *cells))
-    return rows
-
-
 def table(rows: list[tuple[str, ...]]) -> str:
     head = ("scenario", "server", "QPS or time", "lost", "CPU/query", "queries upstream", "")
     allrows = [head, *rows]
@@ -564,7 +551,7 @@ def table(rows: list[tuple[str, ...]]) -> str:
     )
 
 
-def report(rows: list[Row], meta: dict[str, Any], cluster: Path | None, out: Path) -> str:
+def report(rows: list[Row], meta: dict[str, Any], out: Path) -> str:
     lines = [
         f"dnsd resolver benchmark, {meta['date']}",
         f"machine: {meta['cpu']}; kernel {meta['kernel']}; dnsperf {meta['dnsperf']}; NSD {meta['nsd']}; "
@@ -572,7 +559,7 @@ def report(rows: list[Row], meta: dict[str, Any], cluster: Path | None, out: Pat
         f"servers on core {SERVER_CORE}; dnsperf, NSD and the client on core {CLIENT_CORE}"
         + ("" if meta.get("pinned") else " (NOT PINNED: taskset or a second core missing)"),
         "",
-        table([*cluster_rows(cluster), *(summary_row(r) for r in rows)]),
+        table([summary_row(r) for r in rows]),
         "",
         "cache: QPS, lost and CPU per query from dnsperf and /proc over the timed run after one warm-up pass; queries"
         " upstream = queries NSD received during the timed run (NSD's RQ counter, SIGUSR1), % of completed queries.",
@@ -595,20 +582,6 @@ def interrupted(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def source_state() -> str:
-    """The commit dnsd ran from, and how many files under dnsd/ differ from it (work in progress is measured too)."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              timeout=10, check=False).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "dnsd"], cwd=REPO, capture_output=True,
-                               text=True, timeout=10, check=False).stdout.splitlines()  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
-    if not head:
-        return "?"
-    return f"{head}" + (f" + {len(dirty)} uncommitted paths under dnsd/" if dirty else "")
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=HERE / "out" / "resolver")
@@ -621,7 +594,6 @@ def main() -> int:
     ap.add_argument("--servers", default=os.environ.get("BENCH_RESOLVERS", "dnsd,unbound"), help="dnsd,unbound")
     ap.add_argument("--netns", choices=("auto", "no"), default=os.environ.get("BENCH_NETNS", "auto"),
                     help="auto: as root, run in a new network namespace (only its loopback exists)")  # fmt: skip
-    ap.add_argument("--cluster-results", type=Path, help="bench/bench.py's results.json: its rows join the table")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, interrupted)  # SIGTERM unwinds like Ctrl-C: the finally blocks stop every process
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
@@ -666,7 +638,7 @@ def main() -> int:
     finally:
         started.stop_all()
     print()
-    text = report(rows, meta, args.cluster_results, out)
+    text = report(rows, meta, out)
     print(text, end="", flush=True)
     result = {"meta": meta, "rows": [asdict(r) for r in rows], "pids": sorted(set(started.pids))}
     (out / "results.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
