@@ -343,9 +343,12 @@ def knot_command(out: Path, port: int, can_pin: bool) -> list[str]:
 def dnsd_command(out: Path, port: int, python: str, can_pin: bool, workers: int | None) -> list[str]:
     argv = [python, "-m", "dnsd", "--listen", f"127.0.0.1:{port}", "--manifests", str(out / "cluster")]
     argv += ["--http", "off", "--log-level", "warning"]  # no HTTP port: it could be taken (8080 by default)
-    if workers is not None:  # BENCH_WORKERS: only when set, so a dnsd without the option still runs
-        argv += ["--workers", str(workers)]
-    return pin(SERVER_CORE, argv, can_pin)
+    if workers is None:  # BENCH_WORKERS: only when set, so a dnsd without the option still runs
+        return pin(SERVER_CORE, argv, can_pin)
+    argv += ["--workers", str(workers)]
+    # N workers get N cores (at most all of them): on a 2-core machine the second is dnsperf's too, so they compete
+    cores = f"0-{min(workers, os.cpu_count() or 1) - 1}"
+    return pin(cores, argv, can_pin)
 
 
 def launch(server: str, cmd: list[str], logfile: Path) -> subprocess.Popen[bytes]:
@@ -564,6 +567,7 @@ def report(results: list[PerfResult], args: argparse.Namespace, meta: dict[str, 
             f"dnsperf: -c {args.clients} -T {args.threads} -q {args.outstanding}, UDP, no EDNS, unbounded rate;"
             f" query mix: -l {args.warm} to warm, then -l {args.seconds} measured; never-repeated: -l {args.seconds}"
             f" -n 1; server on core {SERVER_CORE}, dnsperf on core {CLIENT_CORE}"
+            + (f" (dnsd's {args.workers} workers on cores 0-{args.workers - 1})" if (args.workers or 1) > 1 else "")
             + ("" if meta.get("pinned") else " (NOT PINNED: taskset or a second core missing)")
         ),
         "",
@@ -664,6 +668,14 @@ def measure(
     return mix
 
 
+def stop(proc: subprocess.Popen[bytes], meta: dict[str, Any]) -> int:
+    """Stop a server by PID (SIGTERM, then SIGKILL); its PID and its children's go into results.json, so that a
+    caller can check that none is left."""
+    meta.setdefault("pids", [])
+    meta["pids"] = sorted(set(meta["pids"]) | set(tree_pids(proc.pid) if proc.poll() is None else [proc.pid]))
+    return stop_process(proc)
+
+
 def source_state() -> str:
     """The commit dnsd ran from, and how many paths under dnsd/ differ from it (work in progress is measured too)."""
     git = ["git", "-C", str(REPO)]
@@ -688,7 +700,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=int(os.environ["BENCH_WORKERS"]) if os.environ.get(
         "BENCH_WORKERS") else None, help="dnsd --workers N (only passed when set)")  # fmt: skip
     ap.add_argument("--compare-sample", type=int, default=300)
-    ap.add_argument("--start-timeout", type=float, default=float(os.environ.get("BENCH_START_TIMEOUT", "180")),
+    ap.add_argument("--start-timeout", type=float, default=float(os.environ.get("BENCH_START_TIMEOUT", "300")),
                     help="the longest a server may take from its start to its first answer (s)")  # fmt: skip
     args = ap.parse_args()
 
@@ -728,7 +740,7 @@ def main() -> int:
             try:
                 results.append(r if r.error else measure(r, knot_proc, args, out, can_pin))
             finally:
-                stop_process(knot_proc)
+                stop(knot_proc, meta)
         if "dnsd" in servers:
             port = free_port()
             cmd = dnsd_command(out, port, args.python, can_pin, args.workers)
@@ -740,15 +752,15 @@ def main() -> int:
                     (out / "compare.txt").write_text("\n".join(diffs) + ("\n" if diffs else ""))
                     log(f"compared {checked} sampled queries with NSD: {len(diffs)} differ")
                 if nsd_proc is not None:
-                    stop_process(nsd_proc)  # NSD stays idle on core 0 until here; stop it before dnsd's runs
+                    stop(nsd_proc, meta)  # NSD stays idle on core 0 until here; stop it before dnsd's runs
                 results.append(r if r.error else measure(r, dnsd_proc, args, out, can_pin))
             finally:
-                code = stop_process(dnsd_proc)
+                code = stop(dnsd_proc, meta)
                 if code != 0:
                     meta["notes"].append(f"dnsd exited with code {code} on SIGTERM (expected 0)")
     finally:
         if nsd_proc is not None:
-            stop_process(nsd_proc)
+            stop(nsd_proc, meta)
     print()
     print(report(results, args, meta, out), end="", flush=True)
     log(f"written {out / 'results.txt'} and {out / 'results.json'}")

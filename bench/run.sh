@@ -17,7 +17,7 @@
 # hierarchy on port 53, which needs root), then bench/summary.py prints one table of everything.
 #
 # Knobs: BENCH_SECONDS (per measured dnsperf run: 20 at 1,000 services and for cache, 10 at larger sizes),
-# BENCH_WARM_SECONDS (3), BENCH_START_TIMEOUT (180 s from a server's start to its first answer), BENCH_WORKERS
+# BENCH_WARM_SECONDS (3), BENCH_START_TIMEOUT (300 s from a server's start to its first answer), BENCH_WORKERS
 # (dnsd --workers N, passed only when set), BENCH_UNIQUE, BENCH_CLIENTS (4), BENCH_THREADS (4), BENCH_OUTSTANDING
 # (500), BENCH_SERVERS, resolver.py's BENCH_NAMES (1000), BENCH_CONCURRENCY (50), BENCH_DEADLINE (120),
 # BENCH_RESOLVERS (dnsd,unbound), BENCH_NETNS (auto), PYTHON (the interpreter that runs dnsd and the scripts;

@@ -28,12 +28,13 @@ def size_label(services: int) -> str:
 
 
 def cluster_rows(doc: dict[str, Any]) -> list[tuple[str, ...]]:
-    """One row per server of one bench/bench.py results.json (memory: PSS of the process tree)."""
+    """One row per server of one bench/bench.py results.json (memory: PSS of the process tree); a server that failed
+    gets dashes (verdicts() says why under the table)."""
     label = size_label(int(doc["meta"]["gen"].get("services", 0)))
     rows: list[tuple[str, ...]] = []
     for r in doc.get("results", []):
         if r.get("error") and not r.get("completed"):
-            rows.append((label, r["server"], "-", "-", "-", "-", "-", f"ERROR: {r['error'].splitlines()[0]}"))
+            rows.append((label, r["server"], "-", "-", "-", "-", "-", "ERROR (below)"))
             continue
         u = r.get("unique") or {}
         never = f"{u['qps']:,.0f} ({u['cpu_us_per_query']:.1f} us/q)" if u else "-"
@@ -68,7 +69,7 @@ def verdicts(doc: dict[str, Any]) -> list[str]:
     meta = doc["meta"]
     label = size_label(int(meta["gen"].get("services", 0)))
     by = {r["server"]: r for r in doc.get("results", []) if not r.get("error")}
-    lines = []
+    lines = [f"{label}: {r['server']}: ERROR {r['error']}" for r in doc.get("results", []) if r.get("error")]
     if "nsd" in by and "dnsd" in by and by["nsd"]["qps"]:
         parts = [f"mix {by['dnsd']['qps'] / by['nsd']['qps']:.2f}"]
         un, ud = by["nsd"].get("unique"), by["dnsd"].get("unique")
@@ -91,6 +92,14 @@ def main() -> int:
     args = ap.parse_args()
     rows: list[tuple[str, ...]] = []
     notes: list[str] = []
+    legend = []
+    if args.cluster:
+        legend.append(
+            "cluster: QPS and CPU of the measured pass of the query mix (after a warm-up pass); ready = start to first"
+            " NOERROR; MB = PSS of the server's processes; never-repeated = NXDOMAIN names asked once each."
+        )
+    if args.resolver is not None:
+        legend.append("cache, iterative: bench/resolver.py (its table above; queries upstream in the last column).")
     for path in args.cluster:
         if not path.exists():
             notes.append(f"{path}: missing (the scenario did not finish)")
@@ -106,9 +115,7 @@ def main() -> int:
             "=== dnsd benchmark: every scenario of this run ===",
             table([HEAD, *rows]) if rows else "(no results)",
             "",
-            "cluster: QPS and CPU of the measured pass of the query mix (after a warm-up pass); ready = start to first"
-            " NOERROR; MB = PSS of the server's processes; never-repeated = NXDOMAIN names asked once each.",
-            "cache, iterative: bench/resolver.py (see its table above; queries upstream in the last column).",
+            *legend,
             *notes,
         ]
     )
