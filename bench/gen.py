@@ -19,9 +19,9 @@ Not-ready endpoints (ready: false) are in the manifests but in no record. Revers
 not part of the zone file (the query mix has no PTR queries).
 
 Deterministic for a given --seed. The manifests are written as text from templates, not through
-yaml.dump (100,000 services: 3 s instead of ~3 min); the text is byte for byte what
+yaml.dump (100,000 services: about 6 s instead of ~3 min); the text is byte for byte what
 yaml.safe_dump_all(..., sort_keys=False) writes for the dicts of service_manifest and
-slice_manifest, which is what tests/unit/test_bench_gen.py checks.
+slice_manifest, which is what tests/integration/test_bench_gen.py checks.
 """
 
 from __future__ import annotations
