@@ -42,6 +42,7 @@ from dnsd.store.model import KubeObject, describe, object_key
 from dnsd.store.store import ObjectKey, Prepared, Store
 
 if TYPE_CHECKING:
+    from dnsd.sources.inotify import Token, TreeWatch
     from dnsd.sources.watch import Watch
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,9 @@ SUFFIXES = (".yaml", ".yml", ".json")
 
 Signature = tuple[int, int, int, str]  # mtime_ns, size, inode, real path
 Located = tuple[KubeObject, int]  # (object, line)
-SETTLE_S = 0.03  # a file must be this quiet before it is read (see FileSource._scan)
+# A file must be this quiet before it is read (see FileSource._scan), unless the inotify watch saw its writer finish
+# (closed it after writing, or renamed it into place; see dnsd.sources.inotify).
+SETTLE_S = 0.03
 MAX_SETTLE_ROUNDS = 100  # then give up until the next change event or periodic rescan
 # Bounds of one walk of the directory tree. Beyond them the walk stops, logs an ERROR once, and what it did not
 # reach keeps its last good objects: a tree this deep or this big is a mistake or an attack, not a cluster.
@@ -338,6 +341,8 @@ class FileSource:
         self._children: set[subprocess.Popen[bytes]] = set()  # parse children running now (see _parse_apart)
         self._lock = asyncio.Lock()  # one scan at a time (watch, SIGHUP): a batch is prepared against the last
         self.armed = asyncio.Event()  # set once the directory watch is in place
+        self.settle_s = SETTLE_S
+        self._tree: TreeWatch | None = None  # the inotify watch, while it is in place (else watchfiles, or none)
 
     # ------------------------------------------------------------ scanning (in a thread)
 
@@ -345,10 +350,10 @@ class FileSource:
         """Runs off the loop: find the files (a walk, or just `targets`), parse those whose signature changed
         and that have settled, fold them into the file table and prepare the store batch. None: stopping.
 
-        A file written less than SETTLE_S ago may still be being written (`kubectl get ... > file` streams,
+        A file written less than settle_s ago may still be being written (`kubectl get ... > file` streams,
         an editor truncates then writes): a prefix of it can be valid YAML holding fewer objects, or a cut-off
         value. Such a file keeps serving its last good objects and is read once it has been quiet for
-        SETTLE_S."""
+        settle_s, or at once when the inotify watch saw its writer finish (see _closed)."""
         present: dict[Path, Signature] = {}
         gone: list[Path] = []
         if targets is None:
@@ -393,9 +398,10 @@ class FileSource:
         for path, sig in todo:
             if self._halt.is_set():
                 return None
+            closed = self._closed(path, sig)
             age = (time.time_ns() - sig[0]) / 1e9
-            if 0 <= age < SETTLE_S:
-                wait = max(wait, SETTLE_S - age)
+            if closed is None and 0 <= age < self.settle_s:
+                wait = max(wait, self.settle_s - age)
                 waiting.add(path)
                 continue
             if sig[1] > PARSE_APART_BYTES:
@@ -404,14 +410,25 @@ class FileSource:
             else:
                 result = parse_file(path)
             self.reads += 1
-            if signature(path, sig[3] != str(path)) != sig:
-                wait = max(wait, SETTLE_S)  # it changed while we read it
+            if signature(path, sig[3] != str(path)) != sig or not self._still_closed(closed):
+                wait = max(wait, self.settle_s)  # it changed while we read it
                 waiting.add(path)
                 continue
             parsed[path] = result
         upserts, deletes = self._fold(present, gone, parsed)
         newest = max((present[path][0] for path in parsed), default=None)
         return _Round(self.store.prepare(upserts, deletes), waiting, wait, newest / 1e9 if newest else None)
+
+    def _closed(self, path: Path, sig: Signature) -> Token | None:
+        """Whether the inotify watch saw the file's writer finish (IN_CLOSE_WRITE, IN_MOVED_TO) with no write
+        since: then it is complete and read at once. None: the settle window decides."""
+        tree = self._tree
+        return None if tree is None else tree.complete(str(path), sig[3])
+
+    def _still_closed(self, closed: Token | None) -> bool:
+        """After the read: no write to a file read as complete was queued meanwhile (a writer reopened it)."""
+        tree = self._tree
+        return closed is None or (tree is not None and tree.still(closed))
 
     def _report(self, w: Walk) -> None:
         """Log each walk problem once at ERROR (and once at INFO when it has cleared)."""
@@ -515,9 +532,14 @@ class FileSource:
                 if committed and result.changed_at is not None and self.store.synced:
                     # Committed means served: the store's listeners dropped the stale answers synchronously.
                     self.programming.observe(max(0.0, time.time() - result.changed_at))
+                if targets is None and self._tree is not None and self._tree.track(self._dirs):
+                    continue  # the walk found directories not watched yet: walk them again, now watched
                 if result.wait <= 0:
                     break
-                await asyncio.sleep(result.wait)
+                if self._tree is not None:
+                    await self._tree.closed(result.waiting, result.wait)  # a close ends the wait early
+                else:
+                    await asyncio.sleep(result.wait)
                 targets = result.waiting  # look again at just the files still being written
         self.confirmed_at = time.time()
         return changed
@@ -567,8 +589,10 @@ class FileSource:
         base = self.root.absolute()
         out: set[Path] = set()
         for _, text in changes:
+            named = Path(text)
             try:
-                rel = Path(text).relative_to(base)
+                # watchfiles names absolute paths, the inotify watch the walk's own (relative when the root is)
+                rel = named.relative_to(base if named.is_absolute() else self.root)
             except ValueError:
                 return None
             path = self.root / rel
@@ -598,8 +622,13 @@ class FileSource:
                 await asyncio.wait_for(self.armed.wait(), 5.0)
 
     async def _watch(self) -> None:
+        from dnsd.sources import inotify
         from dnsd.sources.watch import Watch
 
+        why = inotify.unavailable()
+        if why is not None:
+            log.info("%s: watching with watchfiles (%s): files are read once quiet for %.0f ms", self.root, why,
+                     self.settle_s * 1000)  # fmt: skip
         absent: int | None = None  # while the directory is absent: the file type found in its place (0: none)
         while not self._stop.is_set():
             ident = _dir_identity(self.root)
@@ -617,7 +646,10 @@ class FileSource:
                 continue
             absent = None
             try:
-                await self._watch_once(Watch, ident)
+                if why is None:
+                    await self._watch_tree(inotify.TreeWatch, ident)
+                else:
+                    await self._watch_once(Watch, ident)
             except Exception:
                 log.exception("%s: watching failed; retrying", self.root)
                 with contextlib.suppress(TimeoutError):
@@ -637,7 +669,21 @@ class FileSource:
             finally:
                 self.watching = False
 
-    async def _watch_changes(self, w: Watch, ident: tuple[int, int], root_text: str) -> None:
+    async def _watch_tree(self, watch: type[TreeWatch], ident: tuple[int, int]) -> None:
+        """Watch one incarnation of the directory with inotify: a file is read as soon as its writer closes it
+        or renames it into place, not after the settle window (see dnsd.sources.inotify)."""
+        async with watch(self.root, self._stop) as w:
+            w.track(self._dirs)  # the directories of the last walk; the catch-up walk adds the ones new since
+            self._tree = w
+            self.armed.set()
+            self.watching = True
+            try:
+                await self._watch_changes(w, ident, str(self.root))
+            finally:
+                self.watching = False
+                self._tree = None
+
+    async def _watch_changes(self, w: Watch | TreeWatch, ident: tuple[int, int], root_text: str) -> None:
         """Apply the watch's changes until the directory is replaced or removed, or the source stops."""
         await self._sync_logged()
         last_full = time.monotonic()
