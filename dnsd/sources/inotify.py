@@ -64,6 +64,11 @@ READ_BYTES = 64 * 1024  # one read(2) of the descriptor
 MAX_READS = 64  # per wake-up (4 MiB); the rest waits for the next one (the descriptor stays readable)
 MAX_PENDING = 10_000  # distinct paths waiting to be handed over; more: start over (a full walk)
 MAX_STATES = 200_000  # files whose last event is remembered; more: forget them all (they get the settle window)
+# A deletion waits until the events have been quiet for STEP_S (at most DEBOUNCE_S): `rm -r` of the manifest
+# directory deletes its files one by one before the directory itself, and a directory that goes away withdraws
+# nothing (see files.walk), so the files' deletions must not be applied on their own first. Writes never wait.
+STEP_S = 0.01
+DEBOUNCE_S = 0.2
 WAKE_S = 1.0  # next() returns an empty batch after this long without events (the periodic walk's clock)
 
 
@@ -118,6 +123,8 @@ class TreeWatch:
         self._wd_of: dict[str, int] = {}
         self._changes: Changes = set()
         self._restart = False  # events were lost (the kernel's queue or MAX_PENDING): start over
+        self._deleted = False  # a deletion is pending: wait for the rest of it (STEP_S)
+        self._moved_out: set[int] = set()  # cookies of IN_MOVED_FROM not followed by their IN_MOVED_TO (yet)
         self._seq = 0
         self._states: dict[str, tuple[int, bool]] = {}  # file -> (event number, the writer is done)
         self._lock = threading.Lock()  # the descriptor and the tables: the loop and the scan thread both read
@@ -239,7 +246,7 @@ class TreeWatch:
         done = False
         pos = 0
         while pos + _HEADER.size <= len(data):
-            wd, mask, _cookie, size = _HEADER.unpack_from(data, pos)
+            wd, mask, cookie, size = _HEADER.unpack_from(data, pos)
             name = data[pos + _HEADER.size : pos + _HEADER.size + size].split(b"\0", 1)[0]
             pos += _HEADER.size + size
             if mask & IN_Q_OVERFLOW:
@@ -250,6 +257,7 @@ class TreeWatch:
             if d is None:
                 continue  # a watch removed meanwhile
             if mask & IN_IGNORED:  # the directory is gone (or its watch removed): the walk will see to it
+                self._deleted = True
                 del self._path_of[wd]
                 self._wd_of.pop(d, None)
                 self._changes.add((mask, d))
@@ -259,6 +267,12 @@ class TreeWatch:
                 continue
             path = os.path.join(d, os.fsdecode(name))
             self._seq += 1
+            if mask & IN_DELETE:
+                self._deleted = True
+            elif mask & IN_MOVED_FROM:
+                self._moved_out.add(cookie)
+            elif mask & IN_MOVED_TO:
+                self._moved_out.discard(cookie)  # a rename inside the tree, not a deletion
             if mask & IN_ISDIR:
                 if mask & (IN_CREATE | IN_MOVED_TO) and not name.startswith(b"."):
                     self._add(path)  # before the walk this event starts: nothing written into it is missed
@@ -284,6 +298,8 @@ class TreeWatch:
         if not self._changes and not self._restart:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._ready.wait(), WAKE_S)
+        if self._deleted or self._moved_out:
+            await self._quiet()
         if self._stop.is_set():
             return None
         with self._lock:
@@ -291,7 +307,20 @@ class TreeWatch:
             if self._restart:
                 return {(IN_Q_OVERFLOW, self.root)}
             changes, self._changes = self._changes, set()
+            self._deleted = False
+            self._moved_out.clear()
         return changes
+
+    async def _quiet(self) -> None:
+        """Wait until no event came for STEP_S, at most DEBOUNCE_S."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DEBOUNCE_S
+        while not self._stop.is_set() and not self._restart and loop.time() < deadline:
+            self._ready.clear()
+            try:
+                await asyncio.wait_for(self._ready.wait(), STEP_S)
+            except TimeoutError:
+                return
 
     # ------------------------------------------------------------ completed writes (the scan thread asks)
 
