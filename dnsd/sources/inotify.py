@@ -125,6 +125,7 @@ class TreeWatch:
         self._restart = False  # events were lost (the kernel's queue or MAX_PENDING): start over
         self._deleted = False  # a deletion is pending: wait for the rest of it (STEP_S)
         self._moved_out: set[int] = set()  # cookies of IN_MOVED_FROM not followed by their IN_MOVED_TO (yet)
+        self._writing: set[str] = set()  # files of the pending changes whose writer is not done (yet)
         self._seq = 0
         self._states: dict[str, tuple[int, bool]] = {}  # file -> (event number, the writer is done)
         self._lock = threading.Lock()  # the descriptor and the tables: the loop and the scan thread both read
@@ -278,10 +279,15 @@ class TreeWatch:
                     self._add(path)  # before the walk this event starts: nothing written into it is missed
             elif mask & _GONE:
                 self._states.pop(path, None)
+                self._writing.discard(path)
             elif mask & (IN_MODIFY | IN_CREATE | _DONE):
                 finished = bool(mask & _DONE)
                 self._states[path] = (self._seq, finished)
                 done |= finished
+                if finished:
+                    self._writing.discard(path)
+                else:
+                    self._writing.add(path)
             self._changes.add((mask, path))
         if len(self._changes) > MAX_PENDING:
             log.warning("%s: over %d paths changed at once; watching anew with a full walk", self.root, MAX_PENDING)
@@ -298,6 +304,8 @@ class TreeWatch:
         if not self._changes and not self._restart:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._ready.wait(), WAKE_S)
+        if self._writing:
+            await self._writers()
         if self._deleted or self._moved_out:
             await self._quiet()
         if self._stop.is_set():
@@ -309,7 +317,24 @@ class TreeWatch:
             changes, self._changes = self._changes, set()
             self._deleted = False
             self._moved_out.clear()
+            self._writing.clear()
         return changes
+
+    async def _writers(self) -> None:
+        """Wait (at most STEP_S) for the writers of the changed files to finish: write(2) and close(2) are two
+        calls, and a scan started between them would find the file still being written and have to wait again.
+        A writer that keeps its file open is left to the settle window."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STEP_S
+        while self._writing and not self._stop.is_set() and not self._restart:
+            self._done.clear()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            try:
+                await asyncio.wait_for(self._done.wait(), remaining)
+            except TimeoutError:
+                return
 
     async def _quiet(self) -> None:
         """Wait until no event came for STEP_S, at most DEBOUNCE_S."""
