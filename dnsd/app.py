@@ -12,7 +12,9 @@ import logging
 import os
 import socket
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dnsd.cache.link import CacheLink
 from dnsd.cache.store import AnswerCache
@@ -43,6 +45,9 @@ from dnsd.store.store import Store
 from dnsd.transport.server import DnsServer, Listener
 from dnsd.zones.link import ZoneHandler
 from dnsd.zones.source import ZoneSource
+
+if TYPE_CHECKING:
+    from dnsd.workers.spec import WorkerSpec
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +110,17 @@ def changed_keys(old: Config, new: Config) -> list[str]:
 
 
 class App:
-    def __init__(self, cfg: Config, config_path: Path | None = None, overrides: Overrides | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        config_path: Path | None = None,
+        overrides: Overrides | None = None,
+        worker: WorkerSpec | None = None,
+    ) -> None:
+        # One of `workers` processes (dnsd.workers): the supervisor owns the listen sockets and the HTTP port.
+        self.worker = worker
+        if worker is not None:
+            cfg = replace(cfg, listen=worker.listen_addresses())
         self.cfg = cfg
         # Where a reload reads the config from (None: built-in defaults, nothing to reload), and the command-line
         # flags applied over it every time.
@@ -130,13 +145,14 @@ class App:
         self.zone_source = self._make_zone_source(cfg)
         # DNSD_UDP_BATCH=0 turns recvmmsg/sendmmsg off (the tests run both UDP paths).
         batch_io = os.environ.get("DNSD_UDP_BATCH", "1") != "0"
-        self.server = DnsServer(self.engine, cfg.listen, cfg.tcp, batch_io)
+        shared = worker.shared() if worker is not None else None
+        self.server = DnsServer(self.engine, cfg.listen, cfg.tcp, batch_io, shared)
         self.source = make_source(cfg, self.store)
         # The last-known-good snapshot (cluster.snapshot): loaded before the source starts, written after changes.
         self.snapshot = Snapshots(cfg.cluster.snapshot, cfg, self.store) if cfg.cluster.snapshot is not None else None
         self.dns_addresses: list[tuple[str, int]] = []
         self.metrics = Metrics(self)
-        self.http = HttpServer(self, cfg.http) if cfg.http is not None else None
+        self.http = self._make_http(cfg)
         self.started = False  # the first load of every source and zone directory is done
         self.draining = False  # SIGTERM: not ready any more, still answering (the lameduck period)
         # Config reloads (SIGHUP, or a change to the config file), for the metrics and the status page.
@@ -149,6 +165,15 @@ class App:
         self._config_stop = asyncio.Event()
         self._config_task: asyncio.Task[None] | None = None
         self.config_armed = asyncio.Event()  # set once the config file's directory is watched (tests wait on it)
+
+    def _make_http(self, cfg: Config) -> HttpServer | None:
+        """The HTTP listener: on cfg.http; a worker's on its private unix socket (its supervisor serves cfg.http
+        and reads the workers' through theirs)."""
+        if cfg.http is None:
+            return None
+        if self.worker is not None:
+            return HttpServer(self, cfg.http, unix=self.worker.http) if self.worker.http is not None else None
+        return HttpServer(self, cfg.http)
 
     def not_ready(self) -> list[str]:
         """Why /ready says 503: empty once every source has synced and every zone file is loaded, while not
@@ -194,8 +219,11 @@ class App:
 
     async def start(self) -> None:
         # Listen first: until the store has synced, absent names get SERVFAIL rather than NXDOMAIN; /ready says 503.
-        await self.server.start()
-        self.dns_addresses = list(self.server.addresses)
+        # A restarted worker listens last instead: its siblings answer until its data is loaded.
+        late = self.server.joins_late
+        if not late:
+            await self.server.start()
+            self.dns_addresses = list(self.server.addresses)
         try:
             if self.http is not None:
                 await self.http.start()
@@ -210,6 +238,10 @@ class App:
             if self.zone_source is not None:
                 await self.zone_source.start()  # nothing from the zone files is served before their first load
             self._start_tail()
+            if late:
+                await self.server.start()
+                self.dns_addresses = list(self.server.addresses)
+                log.info("listening again: joined the SO_REUSEPORT groups of %s", self._shown_addresses())
             if self.config_path is not None:
                 self._config_task = asyncio.create_task(self._watch_config(), name="dnsd-config-watch")
             self.started = True
@@ -225,6 +257,9 @@ class App:
             if self.http is not None:
                 await self.http.close()
             raise
+
+    def _shown_addresses(self) -> str:
+        return ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.server.addresses)
 
     def _start_tail(self) -> None:
         self.chain.tail = [link for link in (self.forwarder, self.recursor) if link is not None]
@@ -287,6 +322,15 @@ class App:
         is swapped in at once, between two queries; then what was replaced is closed (old listeners drained for
         at most drain.grace seconds). Keys and what a change to each does: see the README (Reload and drain)."""
         old = self.cfg
+        if self.worker is not None:
+            # The supervisor owns the listen sockets and the HTTP port (dnsd.workers): they stay as they are.
+            pinned = new.listen != old.listen
+            new = replace(new, listen=old.listen, http=old.http)
+            if pinned:
+                log.warning(
+                    "config reload: listen changes only at the next start when workers > 1",
+                    extra={"file": str(self.config_path)},
+                )
         keys = changed_keys(old, new)
         if not keys:
             return keys

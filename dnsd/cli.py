@@ -6,6 +6,10 @@ for drain.lameduck seconds more (a second SIGTERM or SIGINT cuts that short), th
 in flight gets drain.grace seconds. SIGHUP, which logrotate and operators send to reload, reloads the config file
 (as a change to the file does) and rescans the sources now. SIGUSR1 and SIGUSR2 are logged and ignored: their
 default action would kill the process.
+
+With `workers: N` (or --workers N) above 1 the process started is a supervisor (dnsd.workers.supervisor): it binds
+the listen sockets, runs N workers (this same command line with a hidden `--worker SPEC`), forwards these signals
+to them and restarts one that dies.
 """
 
 from __future__ import annotations
@@ -15,15 +19,20 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dnsd import __version__
 from dnsd.config import LOG_LEVELS, Config, ConfigErrors, Overrides, read_config
 from dnsd.errors import DnsdError
 from dnsd.observe.logs import LogSetup
+
+if TYPE_CHECKING:
+    from dnsd.workers.spec import WorkerSpec
 
 DEFAULT_CONFIG = Path("config/dnsd.yaml")
 log = logging.getLogger("dnsd")
@@ -43,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--http", help="host:port for /health /ready /metrics, or 'off'")
     p.add_argument("--upstream", action="append", metavar="ADDR", help="forwarder upstream (repeatable)")
     p.add_argument("--log-level", choices=LOG_LEVELS)
+    p.add_argument("--workers", type=int, metavar="N", help="worker processes sharing the listen sockets (workers)")
+    p.add_argument("--worker", help=argparse.SUPPRESS)  # set by the supervisor for each of its workers
     return p
 
 
@@ -62,6 +73,7 @@ def overrides(args: argparse.Namespace) -> Overrides:
         http=args.http,
         upstream=tuple(args.upstream or ()),
         log_level=args.log_level,
+        workers=args.workers,
     )
 
 
@@ -154,11 +166,15 @@ def _ignored(sig: signal.Signals) -> None:
 
 
 async def serve(
-    cfg: Config, path: Path | None = None, flags: Overrides | None = None, logs: LogSetup | None = None
+    cfg: Config,
+    path: Path | None = None,
+    flags: Overrides | None = None,
+    logs: LogSetup | None = None,
+    worker: WorkerSpec | None = None,
 ) -> int:
     from dnsd.app import App
 
-    app = App(cfg, path, flags)
+    app = App(cfg, path, flags, worker)
     app.logs = logs
     stop = asyncio.Event()
     hurry = asyncio.Event()  # a second SIGTERM: the lameduck period ends now
@@ -181,6 +197,25 @@ async def serve(
     loop.add_signal_handler(signal.SIGHUP, resyncer.request)
     for sig in (signal.SIGUSR1, signal.SIGUSR2):
         loop.add_signal_handler(sig, _ignored, sig)
+    control = socket.socket(fileno=worker.control) if worker is not None else None
+    if control is not None:
+        control.setblocking(False)
+
+        def supervisor_gone() -> None:
+            try:
+                if control.recv(64):
+                    return
+            except BlockingIOError:
+                return
+            except OSError:
+                pass
+            loop.remove_reader(control.fileno())
+            if not stop.is_set():
+                log.warning("the supervisor is gone: stopping")
+                resyncer.stopping = True
+                stop.set()
+
+        loop.add_reader(control.fileno(), supervisor_gone)
     try:
         # SIGTERM during the first load (a big manifest directory can take many seconds) stops it at once.
         starting = asyncio.ensure_future(app.start())
@@ -195,7 +230,9 @@ async def serve(
         stopping.cancel()
         starting.result()  # start-up errors (a port in use) propagate as before
         resyncer.ready = True
-        for host, port in app.dns_addresses:
+        if control is not None:
+            control.send(b"started\n")  # the supervisor prints the listening line once every worker is serving
+        for host, port in app.dns_addresses if control is None else ():
             shown = f"[{host}]" if ":" in host else host
             print(
                 f"dnsd listening on udp+tcp {shown}:{port}; try: "
@@ -209,6 +246,10 @@ async def serve(
         log.info("stopped")
     finally:
         await resyncer.close()
+        if control is not None:
+            with contextlib.suppress(Exception):
+                loop.remove_reader(control.fileno())
+            control.close()
         for sig in handled:
             loop.remove_signal_handler(sig)
         if threading.current_thread() is threading.main_thread():
@@ -217,12 +258,12 @@ async def serve(
     return 0
 
 
-def _run(cfg: Config, path: Path | None, flags: Overrides, logs: LogSetup) -> int:
+def _run(cfg: Config, path: Path | None, flags: Overrides, logs: LogSetup, worker: WorkerSpec | None = None) -> int:
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(serve(cfg, path, flags, logs))
-    return uvloop.run(serve(cfg, path, flags, logs))
+        return asyncio.run(serve(cfg, path, flags, logs, worker))
+    return uvloop.run(serve(cfg, path, flags, logs, worker))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,16 +280,26 @@ def main(argv: list[str] | None = None) -> int:
         # the process while it loads: their default action is to terminate.
         for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(sig, signal.SIG_IGN)
-    path, flags = config_path(args), overrides(args)
+    path = config_path(args)
+    worker = None
     try:
+        flags = overrides(args)
         cfg = read_config(path, flags)
-    except DnsdError as exc:
-        print(error_lines(exc), file=sys.stderr)
+        if args.worker is not None:
+            from dnsd.workers.spec import WorkerSpec
+
+            worker = WorkerSpec.decode(args.worker)
+    except (DnsdError, ValueError) as exc:
+        print(error_lines(exc) if isinstance(exc, DnsdError) else f"dnsd: {exc}", file=sys.stderr)
         return 1
-    logs = LogSetup(sys.stderr)
+    logs = LogSetup(sys.stderr, worker=worker.index if worker is not None else None)
     logs.apply(cfg.log)  # log.format, log.level (or --log-level), log.sample; again at every reload
     try:
-        return _run(cfg, path, flags, logs)
+        if worker is None and cfg.workers > 1:
+            from dnsd.workers.supervisor import supervise
+
+            return supervise(cfg, list(argv), path, flags, logs)
+        return _run(cfg, path, flags, logs, worker)
     except DnsdError as exc:
         print(error_lines(exc), file=sys.stderr)
         return 1

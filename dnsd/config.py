@@ -759,8 +759,11 @@ def with_overrides(
     http: str | None = None,
     upstream: list[str] | None = None,
     log_level: str | None = None,
+    workers: int | None = None,
 ) -> Config:
     """Apply command-line flags over a loaded config (validated like the file's keys)."""
+    if workers is not None:
+        cfg = replace(cfg, workers=_int(1, 64)(workers, "--workers"))
     if listen:
         cfg = replace(cfg, listen=_listen(listen, "--listen"))
     cluster = cfg.cluster
@@ -793,6 +796,7 @@ class Overrides:
     http: str | None = None
     upstream: tuple[str, ...] = ()
     log_level: str | None = None
+    workers: int | None = None
 
     def apply(self, cfg: Config) -> Config:
         return with_overrides(
@@ -803,6 +807,7 @@ class Overrides:
             http=self.http,
             upstream=list(self.upstream) or None,
             log_level=self.log_level,
+            workers=self.workers,
         )
 
 

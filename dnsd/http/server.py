@@ -31,9 +31,12 @@ def status_page() -> bytes | None:
 
 
 class HttpServer:
-    def __init__(self, app: App, addr: ListenAddress, sample_every: float = SAMPLE_EVERY) -> None:
+    def __init__(
+        self, app: App, addr: ListenAddress, sample_every: float = SAMPLE_EVERY, unix: str | None = None
+    ) -> None:
         self.app = app
         self.addr = addr
+        self.unix = unix  # a worker's (dnsd.workers): served on this unix socket instead, for its supervisor
         self.page = status_page()  # read once
         self.sampler = Sampler(app, sample_every)  # the query rate and rcode mix over the last minutes
         self.web = web.Application()
@@ -53,6 +56,12 @@ class HttpServer:
     async def start(self) -> None:
         self.runner = web.AppRunner(self.web, access_log=None, handle_signals=False)
         await self.runner.setup()
+        if self.unix is not None:
+            unix_site = web.UnixSite(self.runner, self.unix)
+            await unix_site.start()
+            self.sampler.start()
+            log.debug("HTTP on %s for the supervisor", self.unix)
+            return
         self.site = web.TCPSite(self.runner, self.addr.host, self.addr.port, reuse_address=True)
         await self.site.start()
         server = self.site._server  # the asyncio server, for the port the kernel chose (port 0)

@@ -58,7 +58,9 @@ class TextFormatter(logging.Formatter):
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         line = super().formatMessage(record)
-        extra = [
+        worker = getattr(record, "worker", None)  # a worker process's lines (workers > 1) name it
+        extra = [] if worker is None else [f"worker={worker}"]
+        extra += [
             f"{key}={getattr(record, key)}"
             for key in CONTEXT_KEYS
             if hasattr(record, key) and str(getattr(record, key)) not in record.message
@@ -84,12 +86,27 @@ class Sampler(logging.Filter):
         return int(n * self.rate + 1e-9) > int((n - 1) * self.rate + 1e-9)
 
 
+class WorkerTag(logging.Filter):
+    """Marks every record of a worker process (workers > 1) with its index: `worker` in JSON, `(worker=N)` in
+    text, so that the interleaved lines of the workers tell apart."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self.index
+        return True
+
+
 class LogSetup:
     """The root handler dnsd writes through; apply() (at start and at every reload) sets the format, the level
     and the query sample without replacing the handler, so no line is lost or doubled across a reload."""
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, worker: int | None = None) -> None:
         self.handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+        if worker is not None:
+            self.handler.addFilter(WorkerTag(worker))
         self.sampler = Sampler()
         self.applied: LogConfig | None = None
 

@@ -1,4 +1,5 @@
-"""The listeners on every listen address (a UDP and a TCP socket bound to the same port), rebound and drained."""
+"""The listeners on every listen address (a UDP and a TCP socket bound to the same port), rebound and drained; with
+`workers` > 1, the SO_REUSEPORT groups a supervising parent binds and its workers serve."""
 
 from __future__ import annotations
 
@@ -43,8 +44,12 @@ def raise_fd_limit(need: int) -> int:
     return soft
 
 
-def bind_pair(addr: ListenAddress, attempts: int = 50) -> tuple[socket.socket, socket.socket, int]:
-    """A UDP and a TCP socket on the same port; port 0 picks a free port that both can use."""
+def bind_pair(
+    addr: ListenAddress, attempts: int = 50, reuseport: bool = False
+) -> tuple[socket.socket, socket.socket, int]:
+    """A UDP and a TCP socket on the same port; port 0 picks a free port that both can use. reuseport: both join
+    the port's SO_REUSEPORT group (workers > 1), in which the kernel spreads datagrams by a hash of their
+    addresses and connections over the group's listening sockets (socket(7))."""
     family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
     for _ in range(attempts if addr.port == 0 else 1):
         udp = socket.socket(family, socket.SOCK_DGRAM)
@@ -53,6 +58,8 @@ def bind_pair(addr: ListenAddress, attempts: int = 50) -> tuple[socket.socket, s
             for s in (udp, tcp):
                 if family == socket.AF_INET6:
                     s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                if reuseport:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             tcp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, TCP_RCVBUF)  # see tcp.py
             with contextlib.suppress(OSError):
@@ -70,6 +77,46 @@ def bind_pair(addr: ListenAddress, attempts: int = 50) -> tuple[socket.socket, s
             if addr.port != 0 or exc.errno != errno.EADDRINUSE:
                 raise
     raise OSError(errno.EADDRINUSE, f"no free port for UDP and TCP on {addr.host}")
+
+
+Pair = tuple[socket.socket, socket.socket]  # a UDP and a TCP socket on one port
+
+
+def bind_group(addr: ListenAddress, n: int, attempts: int = 50) -> tuple[list[Pair], int]:
+    """n UDP+TCP pairs in one SO_REUSEPORT group on addr; returns the pairs and the port. The supervisor binds them
+    before any worker starts, so that `--listen HOST:0` gives one port and a port in use fails the start, as with
+    one process. Port 0 is first picked by a pair bound without SO_REUSEPORT (the kernel may hand a SO_REUSEPORT
+    bind to port 0 a port that another group of the same user holds, which would join it), then released and
+    bound as the group; a port taken in between is tried again."""
+    for _ in range(attempts if addr.port == 0 else 1):
+        port = addr.port
+        if port == 0:
+            udp, tcp, port = bind_pair(addr)
+            udp.close()
+            tcp.close()
+        pairs: list[Pair] = []
+        try:
+            for _i in range(n):
+                udp, tcp, _port = bind_pair(ListenAddress(addr.host, port), reuseport=True)
+                pairs.append((udp, tcp))
+            return pairs, port
+        except OSError as exc:
+            for udp, tcp in pairs:
+                udp.close()
+                tcp.close()
+            if addr.port != 0 or exc.errno != errno.EADDRINUSE:
+                raise OSError(exc.errno, f"{addr}: {exc.strerror}") from None
+    raise OSError(errno.EADDRINUSE, f"{addr}: no free port for UDP and TCP")
+
+
+@dataclass(frozen=True, slots=True)
+class Shared:
+    """A listen address of a worker (workers > 1): the port the supervisor bound, and the pair of sockets it
+    handed over (None: bind a new pair to `port` in the SO_REUSEPORT group, as a restarted worker does once its
+    data is loaded)."""
+
+    port: int
+    pair: tuple[socket.socket, socket.socket] | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -92,9 +139,16 @@ class DnsServer:
     what is in flight finish."""
 
     def __init__(
-        self, engine: Engine, listen: tuple[ListenAddress, ...], tcp: TcpConfig, batch_io: bool = True
+        self,
+        engine: Engine,
+        listen: tuple[ListenAddress, ...],
+        tcp: TcpConfig,
+        batch_io: bool = True,
+        shared: dict[ListenAddress, Shared] | None = None,
     ) -> None:
         self.engine = engine
+        # A worker's listen addresses (workers > 1): the supervisor's sockets or ports; None: bind them here.
+        self.shared = shared
         self.batch_io = batch_io
         self.handle: Handle = engine.handle
         self.listen = listen
@@ -115,9 +169,26 @@ class DnsServer:
     def addresses(self) -> list[tuple[str, int]]:
         return [li.bound for li in self.listeners]
 
+    @property
+    def joins_late(self) -> bool:
+        """A restarted worker: it binds into the SO_REUSEPORT groups once its data is loaded, so that its
+        siblings, not a worker still loading (SERVFAIL for every cluster name), answer until then."""
+        return self.shared is not None and any(s.pair is None for s in self.shared.values())
+
+    def _pair(self, addr: ListenAddress) -> tuple[socket.socket, socket.socket, int]:
+        shared = self.shared.get(addr) if self.shared is not None else None
+        if shared is None:
+            return bind_pair(addr)
+        if shared.pair is None:
+            return bind_pair(ListenAddress(addr.host, shared.port), reuseport=True)
+        udp, tcp = shared.pair
+        udp.setblocking(False)
+        tcp.setblocking(False)
+        return udp, tcp, shared.port
+
     async def _bind(self, addr: ListenAddress) -> Listener:
         try:
-            udp_sock, tcp_sock, port = bind_pair(addr)
+            udp_sock, tcp_sock, port = self._pair(addr)
         except OSError as exc:
             raise OSError(exc.errno, f"{addr}: {exc.strerror}") from None
         udp = UdpListener(asyncio.get_running_loop(), udp_sock, self.engine, self.batch_io)

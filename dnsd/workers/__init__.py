@@ -1,0 +1,1 @@
+"""`workers: N`: a supervising parent and N worker processes sharing the listen sockets through SO_REUSEPORT."""
