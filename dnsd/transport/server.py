@@ -87,13 +87,16 @@ def bind_group(addr: ListenAddress, n: int, attempts: int = 50) -> tuple[list[Pa
     before any worker starts, so that `--listen HOST:0` gives one port and a port in use fails the start, as with
     one process. Port 0 is first picked by a pair bound without SO_REUSEPORT (the kernel may hand a SO_REUSEPORT
     bind to port 0 a port that another group of the same user holds, which would join it), then released and
-    bound as the group; a port taken in between is tried again."""
+    bound as the group; a port 0 taken in between is tried again."""
     for _ in range(attempts if addr.port == 0 else 1):
-        port = addr.port
-        if port == 0:
+        # Probed without SO_REUSEPORT first, also for a fixed port: a socket of another dnsd of the same user with
+        # SO_REUSEPORT set would otherwise let this group join its own and share its traffic without a word.
+        try:
             udp, tcp, port = bind_pair(addr)
-            udp.close()
-            tcp.close()
+        except OSError as exc:
+            raise OSError(exc.errno, f"{addr}: {exc.strerror}") from None
+        udp.close()
+        tcp.close()
         pairs: list[Pair] = []
         try:
             for _i in range(n):
