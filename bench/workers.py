@@ -139,7 +139,8 @@ def stop(proc: subprocess.Popen[str]) -> None:
 
 def dnsperf(port: int, queries: Path, seconds: int, pin: str | None) -> tuple[float, int]:
     argv = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries), "-l", str(seconds)]
-    argv += ["-c", "4", "-T", "2", "-q", "500", "-t", "5"]
+    # 32 clients: 32 source ports, so that the SO_REUSEPORT hash spreads them over the workers.
+    argv += ["-c", "32", "-T", "2", "-q", "500", "-t", "5"]
     if pin:
         argv = ["taskset", "-c", pin, *argv]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60).stdout
@@ -167,15 +168,16 @@ def measure(args: argparse.Namespace, workers: int, tmp: Path) -> dict[str, obje
             ]
             rounds.append({"qps": qps, "workers": per, "supervisor_cpu_s": round(sup1 - sup0, 2) if workers > 1 else 0})
         rss = {"workers_mb": [round(rss_mb(p), 1) for p in pids], "supervisor_mb": round(rss_mb(proc.pid), 1)}
-        prop = propagation(args, port, args.propagation)
+        prop = propagation(args, port, args.propagation, pids)
         return {"workers": workers, "rounds": rounds, "rss": rss, "propagation_ms": prop}
     finally:
         stop(proc)
 
 
-def propagation(args: argparse.Namespace, port: int, trials: int) -> dict[str, float]:
+def propagation(args: argparse.Namespace, port: int, trials: int, pids: list[int]) -> dict[str, object]:
     """A new Service written to the manifests: ms until each of 16 source ports (so, with the SO_REUSEPORT hash,
-    every worker) answers it; the median over trials of the first and of the last to answer."""
+    every worker) answers it; the median over trials of the first and of the last to answer; and the CPU each
+    worker spent per change (its watch, parse and apply; the polling queries are a few hundred per change)."""
     path = args.manifests / "zz-bench-new.yaml"
     socks = []
     for _ in range(16):
@@ -184,6 +186,7 @@ def propagation(args: argparse.Namespace, port: int, trials: int) -> dict[str, f
         s.settimeout(0.2)
         socks.append(s)
     firsts, lasts = [], []
+    cpu0 = [cpu_seconds(p) for p in pids]
     try:
         for i in range(trials):
             ip = f"10.250.{i // 200}.{i % 200 + 1}"
@@ -208,11 +211,16 @@ def propagation(args: argparse.Namespace, port: int, trials: int) -> dict[str, f
             firsts.append(min(seen.values()) * 1000)
             lasts.append(max(seen.values()) * 1000)
             time.sleep(0.3)
+        cpu = [round((cpu_seconds(p) - c) / trials * 1000, 1) for p, c in zip(pids, cpu0, strict=True)]
     finally:
         path.unlink(missing_ok=True)
         for s in socks:
             s.close()
-    return {"first_median": round(statistics.median(firsts), 1), "last_median": round(statistics.median(lasts), 1)}
+    return {
+        "first_median": round(statistics.median(firsts), 1),
+        "last_median": round(statistics.median(lasts), 1),
+        "cpu_ms_per_change": cpu,
+    }
 
 
 def main() -> int:

@@ -156,10 +156,15 @@ class Supervisor:
         port), wait for it to exit, and start it again unless dnsd is stopping or it keeps dying."""
         first: list[tuple[socket.socket, socket.socket]] | None = pairs
         while not self.stop.is_set():
-            await self._spawn(w, first)
+            try:
+                await self._spawn(w, first)
+            except OSError:
+                log.exception("worker %d could not be started", w.index)
+                code = 127  # as a shell says of a command it cannot run; counted as a death
+            else:
+                assert w.proc is not None
+                code = await w.proc.wait()
             first = None
-            assert w.proc is not None
-            code = await w.proc.wait()
             if w.reader is not None:
                 w.reader.cancel()
                 await asyncio.gather(w.reader, return_exceptions=True)
@@ -168,7 +173,7 @@ class Supervisor:
                 w.control = None
             w.started = False
             if self.stop.is_set():
-                log.info("worker %d (pid %d) exited with %s", w.index, w.proc.pid, _exit_text(code))
+                log.info("worker %d (pid %d) exited with %s", w.index, w.pid, _exit_text(code))
                 return
             now = time.monotonic()
             while w.restarts and now - w.restarts[0] > RESTART_WINDOW:
@@ -177,7 +182,7 @@ class Supervisor:
                 log.error(
                     "worker %d (pid %d) exited with %s, its %d restarts within %gs are used up: stopping dnsd",
                     w.index,
-                    w.proc.pid,
+                    w.pid,
                     _exit_text(code),
                     len(w.restarts),
                     RESTART_WINDOW,
@@ -189,7 +194,7 @@ class Supervisor:
             log.warning(
                 "worker %d (pid %d) exited with %s: restarting it in %.1fs (restart %d within %gs)",
                 w.index,
-                w.proc.pid,
+                w.pid,
                 _exit_text(code),
                 delay,
                 len(w.restarts) + 1,
