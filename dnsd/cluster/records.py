@@ -303,9 +303,9 @@ class ClusterRecords:
     def _service_items(self, svc: Service, below: Labels, zone: Labels) -> _Items | None:
         """The (address, port) items a name selects, or None when the name does not exist."""
         base = (svc.name, svc.namespace, "svc", *zone)
-        ready = self.store.ready_addresses(svc.namespace, svc.name)
         if svc.headless or len(below) == 1:
             # Headless services, and endpoint names under any service (CoreDNS extension of spec 2.4.1).
+            ready = self.store.ready_addresses(svc.namespace, svc.name)
             chosen = ready
             if len(below) == 1:
                 chosen = [r for r in ready if self.endpoint_name(r) == below[0]]
@@ -315,7 +315,8 @@ class ClusterRecords:
                 by_port = self._by_port(chosen, below, base)
                 return _Items(len(by_port), iter(by_port)) if by_port else None
             return _Items(sum(len(r.slice.ports) for r in chosen), self._endpoint_items(chosen, base))
-        if self.cfg.ignore_empty_service and not ready:
+        # A ClusterIP name needs the endpoints only for this option: not read otherwise (a miss stays cheap).
+        if self.cfg.ignore_empty_service and not self.store.ready_addresses(svc.namespace, svc.name):
             return None  # CoreDNS `ignore empty_service`
         ports = [(p.name, p.protocol, p.port) for p in svc.ports] or [("", "tcp", -1)]
         if len(below) == 2:

@@ -252,6 +252,12 @@ class Engine:
         labels = q.labels
         if soa.rtype != SOA or soa.name != zone or labels[len(labels) - len(zone) :] != zone:
             return None
+        if len(labels) > len(zone):
+            # The renderer points a name in the SOA that ends in the question name (ns.dns.<zone> asked) at the
+            # question; the tail, rendered for the zone, would not: those few names are rendered.
+            for name in soa.rdata[:2]:
+                if isinstance(name, tuple) and len(name) >= len(labels) and name[len(name) - len(labels) :] == labels:
+                    return None
         edns = q.edns
         tails = self.table.tails
         key = (link, zone, ans.rcode, ans.aa, ans.ra, 0 if edns is None else 2 if edns.do else 1)

@@ -41,13 +41,20 @@ def opt_record(do: bool, ext_rcode: int = 0) -> bytes:
 class _Writer:
     def __init__(self, labels: Labels, zone: Labels | None) -> None:
         self.buf = bytearray()
+        self.labels = labels
         self.compress: dict[Labels, int] = {}
         self.zone_patches: list[int] = []
         self.pointers: list[int] = []  # where (relative to self.buf) each compression pointer was written
         self.serial_at = -1
         self.zone = zone
-        # The question name: the whole name at 12, and the zone's suffixes inside it (the other suffixes are
-        # not seeded, so synthesised names keep their own lower-case spelling, as CoreDNS writes them).
+        self.seeded = False
+
+    def _seed(self) -> None:
+        """The question name: the whole name at 12, and the zone's suffixes inside it (the other suffixes are
+        not seeded, so synthesised names keep their own lower-case spelling, as CoreDNS writes them). Done at
+        the first name written: an answer owned by the question alone (rr) needs none of it."""
+        self.seeded = True
+        labels, zone = self.labels, self.zone
         self.compress[labels] = 12
         if zone is not None and labels[len(labels) - len(zone) :] == zone:
             off = 12
@@ -59,6 +66,8 @@ class _Writer:
 
     def name(self, labels: Labels, compress: bool = True, base: int = 0) -> None:
         """Write a name; base is where self.buf starts in the message."""
+        if not self.seeded:
+            self._seed()
         for i in range(len(labels)):
             suffix = labels[i:]
             ptr = self.compress.get(suffix) if compress else None
@@ -77,7 +86,11 @@ class _Writer:
         self.buf.append(0)
 
     def rr(self, rr: RR, base: int) -> None:
-        self.name(rr.name, base=base)
+        if rr.name == self.labels:  # the question's own name: a pointer to it (what name() would write)
+            self.pointers.append(len(self.buf))
+            self.buf += b"\xc0\x0c"
+        else:
+            self.name(rr.name, base=base)
         fixed_at = len(self.buf)
         self.buf += _RR_FIXED.pack(rr.rtype, CLASS_IN, rr.ttl, 0)
         start = len(self.buf)
