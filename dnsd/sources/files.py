@@ -537,7 +537,10 @@ class FileSource:
                 if result.wait <= 0:
                     break
                 if self._tree is not None:
-                    await self._tree.closed(result.waiting, result.wait)  # a close ends the wait early
+                    # A close ends the wait early; other changes end it too, and the files still being written
+                    # are handed back to the watch, to be looked at again with those changes.
+                    if not await self._tree.closed(result.waiting, result.wait):
+                        break
                 else:
                     await asyncio.sleep(result.wait)
                 targets = result.waiting  # look again at just the files still being written

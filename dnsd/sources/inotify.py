@@ -220,7 +220,8 @@ class TreeWatch:
             done = self._drain()
         if self._changes or self._restart:
             self._ready.set()
-        if done:
+            self._done.set()  # also ends a wait in closed(): other changes come first
+        elif done:
             self._done.set()
 
     def _drain(self) -> bool:
@@ -365,29 +366,36 @@ class TreeWatch:
         with self._lock:
             done = self._drain()
             state = self._states.get(token[0])
-        if self._changes and self._loop is not None:
+        if (self._changes or done) and self._loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop has closed: the process is exiting
-                self._loop.call_soon_threadsafe(self._wake, done)
+                self._loop.call_soon_threadsafe(self._wake)
         return state == (token[1], True)
 
-    def _wake(self, done: bool) -> None:
-        self._ready.set()
-        if done:
-            self._done.set()
+    def _wake(self) -> None:
+        """What _readable would have done for the events still() read."""
+        if self._changes or self._restart:
+            self._ready.set()
+        self._done.set()
 
-    async def closed(self, paths: Iterable[Path], within: float) -> None:
-        """Wait until one of these files' writers finishes, or `within` seconds (the settle window)."""
-        keys = _keys(paths)
+    async def closed(self, paths: Iterable[Path], within: float) -> bool:
+        """Wait until one of these files' writers finishes, or `within` seconds (the settle window): True. False
+        as soon as other changes are pending: the files go back among the changes (next() hands them over with
+        the others), so a writer holding a file open never holds up the rest of the directory."""
+        files = list(paths)
+        keys = _keys(files)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         while True:
             with self._lock:
                 if any(self._states.get(k, (0, False))[1] for k in keys):
-                    return
+                    return True
+                if self._changes or self._restart:
+                    self._changes.update((IN_MODIFY, str(p)) for p in files)
+                    return False
             self._done.clear()
             remaining = deadline - loop.time()
             if remaining <= 0 or self._stop.is_set():
-                return
+                return True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._done.wait(), remaining)
 

@@ -172,14 +172,19 @@ def first_half_and_rest() -> tuple[str, str]:
 
 def test_open_writer_is_never_served_half_written(dnsd_factory: Callable[..., DnsdHandle], root: Path) -> None:
     """A writer keeps the file open and pauses half-way: while it holds the file, the half is not read (the
-    settle window, set long here, is what waits); once it closes the file, the whole is served at once."""
+    settle window, set long here, is what waits) and other files' changes are served; once it closes the file,
+    the whole is served at once."""
     populate(root)
     h = start(dnsd_factory, root, HOUR)
     first, rest = first_half_and_rest()
     with open(root / "web.yaml", "w") as f:
         f.write(first)
         f.flush()
-        # The pause: another file closed after the half was written is served, so the half's events were read.
+        # The half is being waited for (its write read, the source busy with it); the pause: another file,
+        # closed, is served meanwhile (a writer holding its file open holds up nothing else) and after the
+        # half's events were read.
+        source, web = h.app.source, str(root / "web.yaml")
+        wait_until(lambda: web in source._tree._states and source._lock.locked(), TIMEOUT)
         closed_probe(root, "10.96.0.99")
         wait_until(lambda: a_answer(h, "probe") == a_ok("probe", "10.96.0.99"), TIMEOUT)
         assert a_answer(h, "web") == a_ok("web", "10.96.0.20")
