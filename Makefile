@@ -58,7 +58,7 @@ unit: $(STAMP)
 # NSD, cache hits), iterative (dnsd and Unbound resolving cold from a loopback root on port 53: root only), or all.
 # SERVICES: 1000 (the default: the regression guard), 10000, 100000, a comma list, or all (1000,10000,100000).
 # `make bench` = cluster at 1,000, cache, iterative; `make bench SERVICES=100000` = the cluster scenario at that size;
-# `make bench SERVICES=all` = every scenario (about 6 minutes). See bench/README.md.
+# `make bench SERVICES=all` = every scenario (budget: 10 minutes). See bench/README.md.
 SCENARIO ?=
 SERVICES ?=
 bench: $(STAMP) system-bench-deps

@@ -114,7 +114,8 @@ if [[ "$scenario" != cluster ]]; then
     ((rc)) || rc=$code
   }
   summary_args+=(--resolver "$out/resolver/results.json")
-  timings+=("$scenario (resolver.py): $((SECONDS - t0)) s")
+  if [[ "$scenario" == all ]]; then label="cache and iterative"; else label="$scenario"; fi
+  timings+=("$label: $((SECONDS - t0)) s")
 fi
 "$PYTHON" "$here/summary.py" "${summary_args[@]}" --out "$out/summary.txt"
 echo "bench: $(IFS=';'; echo "${timings[*]}" | sed 's/;/; /g'); all: $((SECONDS - started)) s"
