@@ -3,7 +3,7 @@ queries it answered (its own /metrics, read on its private socket), its CPU time
 write-to-answer time of a new Service as seen from many source ports (so from every worker).
 
     python bench/workers.py --manifests DIR --queries FILE [--workers 1 2] [--seconds 10] [--pin 0-1]
-        [--dnsperf-pin CPUS] [--rounds 3] [--propagation 10]
+        [--dnsperf-pin CPUS] [--rounds 3] [--propagation 10] [--rate QPS]
 
 dnsd is pinned to --pin (default: not pinned), dnsperf to --dnsperf-pin (default: not pinned). On a 2-core
 machine dnsperf competes with the workers for the same cores: compare CPU per query, not QPS alone.
@@ -137,10 +137,12 @@ def stop(proc: subprocess.Popen[str]) -> None:
         proc.wait(5)
 
 
-def dnsperf(port: int, queries: Path, seconds: int, pin: str | None) -> tuple[float, int]:
+def dnsperf(port: int, queries: Path, seconds: int, pin: str | None, rate: int = 0) -> tuple[float, int]:
     argv = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries), "-l", str(seconds)]
     # 32 clients: 32 source ports, so that the SO_REUSEPORT hash spreads them over the workers.
     argv += ["-c", "32", "-T", "2", "-q", "500", "-t", "5"]
+    if rate:
+        argv += ["-Q", str(rate)]  # a fixed offered load: CPU per query compared at the same rate
     if pin:
         argv = ["taskset", "-c", pin, *argv]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60).stdout
@@ -159,7 +161,7 @@ def measure(args: argparse.Namespace, workers: int, tmp: Path) -> dict[str, obje
         for _ in range(args.rounds):
             q0, c0 = counts(), [cpu_seconds(p) for p in pids]
             sup0 = cpu_seconds(proc.pid)
-            qps, _done = dnsperf(port, args.queries, args.seconds, args.dnsperf_pin)
+            qps, _done = dnsperf(port, args.queries, args.seconds, args.dnsperf_pin, args.rate)
             q1, c1 = counts(), [cpu_seconds(p) for p in pids]
             sup1 = cpu_seconds(proc.pid)
             per = [
@@ -233,6 +235,7 @@ def main() -> int:
     ap.add_argument("--pin", default=None, help="taskset CPU list for dnsd")
     ap.add_argument("--dnsperf-pin", default=None, help="taskset CPU list for dnsperf")
     ap.add_argument("--propagation", type=int, default=10, help="trials of the write-to-answer time")
+    ap.add_argument("--rate", type=int, default=0, help="dnsperf -Q: queries per second (0: as fast as it can)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.workers:
