@@ -20,10 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copyreg
+import dataclasses
 import errno
 import gc
+import io
 import itertools
 import logging
+import operator
 import os
 import pickle
 import stat
@@ -32,13 +36,26 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dnsd.observe.counts import LATENCY_BUCKETS, Histogram
+from dnsd.sources import parsecache
 from dnsd.sources.manifests import Parsed, parse_file
-from dnsd.store.model import KubeObject, describe, object_key
+from dnsd.store.model import (
+    Endpoint,
+    EndpointPort,
+    EndpointSlice,
+    KubeObject,
+    Namespace,
+    Pod,
+    Service,
+    ServicePort,
+    describe,
+    object_key,
+)
 from dnsd.store.store import ObjectKey, Prepared, Store
 
 if TYPE_CHECKING:
@@ -202,73 +219,190 @@ def _inside(real: str, real_root: str) -> bool:
 _CHILD = """
 import sys
 from dnsd.sources.files import _parse_child
-_parse_child(sys.argv[1])
+_parse_child(sys.argv[1], sys.argv[2], sys.argv[3:])
 """
+
+
+def _constructor(cls: type) -> Callable[[Any], tuple[type, tuple[Any, ...]]]:
+    """How the parse child pickles a model object: its class and its __init__ arguments. Unpickling then calls
+    the class (half the cost of the dataclass default, whose __setstate__ looks the fields up per object)."""
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    get = operator.attrgetter(*names)
+    if len(names) == 1:
+        return lambda obj: (cls, (get(obj),))
+    return lambda obj: (cls, get(obj))
+
+
+_PICKLE_TABLE: dict[type, Any] = {
+    **copyreg.dispatch_table,
+    **{cls: _constructor(cls) for cls in (Namespace, Service, ServicePort, EndpointSlice, Endpoint, EndpointPort, Pod)},
+}
+
+
+def _frame(message: tuple[str, Any]) -> bytes:
+    out = io.BytesIO()
+    out.write(b"\0\0\0\0")
+    pickler = pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.dispatch_table = _PICKLE_TABLE
+    pickler.dump(message)
+    data = out.getbuffer()
+    struct.pack_into("!I", data, 0, len(data) - 4)
+    return bytes(data)
 
 
 class _Forward(logging.Handler):
     """In the parse child: every log record goes to the parent, which logs it as its own."""
 
+    def __init__(self, send: Callable[[tuple[str, Any]], None]) -> None:
+        super().__init__()
+        self.send = send
+
     def emit(self, record: logging.LogRecord) -> None:
-        _send(("log", {"name": record.name, "levelno": record.levelno, "levelname": record.levelname,
-                       "msg": record.getMessage(), "args": None}))  # fmt: skip
+        self.send(("log", {"name": record.name, "levelno": record.levelno, "levelname": record.levelname,
+                           "msg": record.getMessage(), "args": None}))  # fmt: skip
 
 
-def _send(message: tuple[str, Any]) -> None:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    sys.stdout.buffer.write(struct.pack("!I", len(data)) + data)
-
-
-def _parse_child(path: str) -> None:
-    """The child process: parse one file and send the result (a head, then the objects in chunks)."""
+def _parse_child(mode: str, cache: str, paths: list[str]) -> None:
+    """The child process: parse each file (mode "fast": fastyaml first) and send, after ("file", index), its
+    log records, its head and its objects in chunks. With a cache directory, those bytes are also kept there
+    (dnsd/sources/parsecache.py), unless the file changed while it was read."""
     gc.disable()  # a short-lived process: collections over the parse's millions of objects would only cost
+    out = sys.stdout.buffer
+    body = bytearray()
+
+    def send(message: tuple[str, Any]) -> None:
+        data = _frame(message)
+        body.extend(data)
+        out.write(data)
+
     root = logging.getLogger()
-    root.handlers[:] = [_Forward()]
+    root.handlers[:] = [_Forward(send)]
     root.setLevel(logging.DEBUG)
-    result = parse_file(Path(path))
-    objects = result.objects or ()
-    _send(("head", (replace(result, objects=None if result.objects is None else ()), len(objects))))
-    for i in range(0, len(objects), _CHUNK):
-        _send(("objects", objects[i : i + _CHUNK]))
-    sys.stdout.flush()
+    directory = Path(cache) if cache else None
+    for index, name in enumerate(paths):
+        path = Path(name)
+        out.write(_frame(("file", index)))
+        body.clear()
+        before = _stat_key(path)
+        result = parse_file(path, fast=mode == "fast")
+        objects = result.objects or ()
+        send(("head", (replace(result, objects=None if result.objects is None else ()), len(objects))))
+        for i in range(0, len(objects), _CHUNK):
+            send(("objects", objects[i : i + _CHUNK]))
+        out.flush()
+        if directory is not None and before is not None and _stat_key(path) == before:
+            parsecache.store(directory, path, before, bytes(body), time.time_ns())
 
 
-def _parse_apart(path: Path, children: set[subprocess.Popen[bytes]] | None = None) -> Parsed:
-    """parse_file in a child process: the parse's GIL-holding calls and its memory peak stay out of the server;
-    the objects come back in chunks, so unpickling them never holds the GIL long either. A child that dies (out
-    of memory) is the file's error, and its last good objects keep serving."""
+def _stat_key(path: Path) -> parsecache.Key | None:
+    try:
+        return parsecache.key_of(os.stat(path))
+    except OSError:
+        return None
+
+
+class _Receiver:
+    """Rebuilds one file's Parsed from a parse child's messages (or from a parse cache entry)."""
+
+    def __init__(self) -> None:
+        self.head: Parsed | None = None
+        self.want = -1
+        self.objects: list[Located] = []
+
+    def feed(self, kind: str, payload: Any) -> None:
+        if kind == "log":
+            logging.getLogger(payload["name"]).log(payload["levelno"], "%s", payload["msg"])
+        elif kind == "head":
+            self.head, self.want = payload
+        elif kind == "objects":
+            self.objects.extend(payload)
+
+    def result(self) -> Parsed | None:
+        if self.head is None or len(self.objects) != self.want:
+            return None
+        return self.head if self.head.objects is None else replace(self.head, objects=tuple(self.objects))
+
+
+def _replay(body: bytes) -> Parsed | None:
+    """A parse cache entry's Parsed (its log records logged again); None when it does not decode."""
+    receiver = _Receiver()
+    view = memoryview(body)
+    pos = 0
+    try:
+        while pos < len(view):
+            (size,) = struct.unpack_from("!I", view, pos)
+            kind, payload = pickle.loads(view[pos + 4 : pos + 4 + size])
+            receiver.feed(kind, payload)
+            pos += 4 + size
+    except Exception as exc:  # a corrupt entry is a miss, whatever unpickling it raised
+        log.debug("parse cache entry unusable: %s", exc)
+        return None
+    return receiver.result()
+
+
+def _parse_apart(
+    paths: Sequence[Path],
+    children: set[subprocess.Popen[bytes]] | None = None,
+    *,
+    fast: bool = True,
+    cache: Path | None = None,
+) -> dict[Path, Parsed]:
+    """parse_file for each path, in one child process: the parse's GIL-holding calls and its memory peak stay
+    out of the server; the objects come back in chunks, so unpickling them never holds the GIL long either.
+    Returns the files the child finished; a child that dies (out of memory, a crash in native code) leaves the
+    rest out (the caller reads them again with PyYAML, then reports them)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     proc = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, str(path)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env
+        [sys.executable, "-c", _CHILD, "fast" if fast else "safe", str(cache or ""), *map(str, paths)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        env=env,
     )
     assert proc.stdout is not None
     if children is not None:
         children.add(proc)  # so that stop() can end it: stopping never waits for a parse
-    head: Parsed | None = None
-    objects: list[Located] = []
-    want = -1
+    done: dict[Path, Parsed] = {}
+    current: tuple[Path, _Receiver] | None = None
     try:
         while True:
             size = proc.stdout.read(4)
             if len(size) < 4:
                 break
             kind, payload = pickle.loads(proc.stdout.read(struct.unpack("!I", size)[0]))
-            if kind == "log":
-                logging.getLogger(payload["name"]).log(payload["levelno"], "%s", payload["msg"])
-            elif kind == "head":
-                head, want = payload
-            else:
-                objects.extend(payload)
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as exc:
-        log.debug("%s: parse child: %s", path, exc)
+            if kind == "file":
+                if current is not None and (result := current[1].result()) is not None:
+                    done[current[0]] = result
+                current = (paths[payload], _Receiver())
+            elif current is not None:
+                current[1].feed(kind, payload)
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, IndexError) as exc:
+        log.debug("%s: parse child: %s", paths[0] if paths else "-", exc)
+        current = None
     finally:
         proc.stdout.close()
         code = proc.wait()
         if children is not None:
             children.discard(proc)
-    if head is None or len(objects) != want:
-        return Parsed(None, f"{path}: cannot read: the parser process ended with status {code}")
-    return head if head.objects is None else replace(head, objects=tuple(objects))
+    if current is not None and code == 0 and (result := current[1].result()) is not None:
+        done[current[0]] = result
+    return done
+
+
+def _spread(files: list[tuple[Path, int]], n: int) -> list[list[Path]]:
+    """Files (with sizes) into at most n groups of about equal bytes: the biggest first, each to the lightest."""
+    groups: list[tuple[int, int, list[Path]]] = [(0, i, []) for i in range(max(1, min(n, len(files))))]
+    for path, size in sorted(files, key=lambda f: -f[1]):
+        total, i, group = min(groups)
+        group.append(path)
+        groups[groups.index((total, i, group))] = (total + size, i, group)
+    return [sorted(g) for _, _, g in groups if g]
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 def manifest_files(root: Path) -> list[Path]:
@@ -312,8 +446,20 @@ class FileSource:
 
     name = "files"
 
-    def __init__(self, root: Path, store: Store, *, step_ms: int = 10, rescan_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        root: Path,
+        store: Store,
+        *,
+        step_ms: int = 10,
+        rescan_s: float = 10.0,
+        cache_dir: Path | bool | None = True,
+    ) -> None:
         self.root = root
+        # The parse cache (dnsd/sources/parsecache.py): True for its default directory, None for none.
+        self.cache_dir: Path | None = parsecache.default_dir() if cache_dir is True else (cache_dir or None)
+        self._cache: Path | None = None  # cache_dir once checked usable
+        self._cache_checked = False
         self.store = store
         self.step_ms = step_ms
         self.rescan_s = rescan_s
@@ -327,7 +473,8 @@ class FileSource:
         self.scan_errors = 0
         self.walks = 0  # walks of the directory tree so far
         self.reads = 0  # files parsed so far
-        self.reads_apart = 0  # of which in a child process (bigger than PARSE_APART_BYTES)
+        self.reads_apart = 0  # of which in a child process (bigger than PARSE_APART_BYTES, or a big read)
+        self.cache_hits = 0  # files whose parse came from the parse cache instead
         self._defs: dict[ObjectKey, dict[Path, tuple[KubeObject, int]]] = {}  # key -> file -> (object, index)
         self._by_file: dict[Path, dict[ObjectKey, tuple[KubeObject, int]]] = {}
         self._dirs: dict[Path, bool] = {}  # read completely by the last walk -> reached through a symlink
@@ -391,10 +538,14 @@ class FileSource:
     def _read(
         self, todo: list[tuple[Path, Signature]], present: dict[Path, Signature], gone: list[Path]
     ) -> _Round | None:
-        """Parse the changed files that have settled, fold them in and prepare the store batch."""
-        parsed: dict[Path, Parsed] = {}
+        """Parse the changed files that have settled, fold them in and prepare the store batch.
+
+        A big read (over BIG_READ_BYTES, as the first scan of a big directory) is spread over one parse child
+        per CPU, each reading its share of the files with fastyaml first, after the parse cache has given what
+        it holds; otherwise only files over PARSE_APART_BYTES are parsed in a child, the rest here."""
         waiting: set[Path] = set()
         wait = 0.0
+        settled: list[tuple[Path, Signature, Token | None]] = []
         for path, sig in todo:
             if self._halt.is_set():
                 return None
@@ -403,18 +554,19 @@ class FileSource:
             if closed is None and 0 <= age < self.settle_s:
                 wait = max(wait, self.settle_s - age)
                 waiting.add(path)
-                continue
-            if sig[1] > PARSE_APART_BYTES:
-                result = _parse_apart(path, self._children)
-                self.reads_apart += 1
             else:
-                result = parse_file(path)
-            self.reads += 1
+                settled.append((path, sig, closed))
+        big = sum(sig[1] for _, sig, _ in settled) > BIG_READ_BYTES
+        apart = [(path, sig[1]) for path, sig, _ in settled if big or sig[1] > PARSE_APART_BYTES]
+        here = [path for path, sig, _ in settled if not (big or sig[1] > PARSE_APART_BYTES)]
+        parsed = self._parse_all(apart, here)
+        if parsed is None:
+            return None
+        for path, sig, closed in settled:
             if signature(path, sig[3] != str(path)) != sig or not self._still_closed(closed):
                 wait = max(wait, self.settle_s)  # it changed while we read it
                 waiting.add(path)
-                continue
-            parsed[path] = result
+                parsed.pop(path, None)
         upserts, deletes = self._fold(present, gone, parsed)
         newest = max((present[path][0] for path in parsed), default=None)
         return _Round(self.store.prepare(upserts, deletes), waiting, wait, newest / 1e9 if newest else None)
@@ -429,6 +581,59 @@ class FileSource:
         """After the read: no write to a file read as complete was queued meanwhile (a writer reopened it)."""
         tree = self._tree
         return closed is None or (tree is not None and tree.still(closed))
+
+    def _parse_all(self, apart: list[tuple[Path, int]], here: list[Path]) -> dict[Path, Parsed] | None:
+        """Parse the files: those of `apart` from the parse cache or in parse children (one per CPU, in
+        threads that only wait for them), those of `here` in this thread meanwhile. None: stopping."""
+        parsed: dict[Path, Parsed] = {}
+        cache = self._cache_dir()
+        missed: list[tuple[Path, int]] = []
+        for path, size in apart:
+            key = _stat_key(path) if cache is not None else None
+            body = parsecache.load(cache, path, key) if cache is not None and key is not None else None
+            result = _replay(body) if body is not None else None
+            if result is None:
+                missed.append((path, size))
+            else:
+                parsed[path] = result
+                self.cache_hits += 1
+        groups = _spread(missed, _cpus())
+        threads = [
+            threading.Thread(target=lambda g=g: parsed.update(_parse_apart(g, self._children, cache=cache)),
+                             name="dnsd-files-parse", daemon=True)
+            for g in groups
+        ]  # fmt: skip
+        for t in threads:
+            t.start()
+        for path in here:
+            if self._halt.is_set():
+                break
+            parsed[path] = parse_file(path)
+            self.reads += 1
+        for t in threads:
+            t.join()
+        if self._halt.is_set():
+            return None
+        for path, _ in missed:
+            if path not in parsed:
+                # The child ended before this file was done (a crash in native code, memory): PyYAML alone, in a
+                # child of its own; if that ends early too, it is the file's error.
+                again = _parse_apart([path], self._children, fast=False)
+                if self._halt.is_set():
+                    return None
+                parsed[path] = again.get(path) or Parsed(None, f"{path}: cannot read: the parser process ended early")
+            self.reads += 1
+            self.reads_apart += 1
+        return parsed
+
+    def _cache_dir(self) -> Path | None:
+        """The parse cache directory, checked (and pruned) once; None: no cache."""
+        if not self._cache_checked:
+            self._cache_checked = True
+            if self.cache_dir is not None and parsecache.usable(self.cache_dir):
+                self._cache = self.cache_dir
+                parsecache.prune(self._cache)
+        return self._cache
 
     def _report(self, w: Walk) -> None:
         """Log each walk problem once at ERROR (and once at INFO when it has cleared)."""

@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from dnsd.errors import ManifestError
+from dnsd.sources import fastyaml
 from dnsd.store.model import KubeObject, ObjectKey, Skipped, convert, describe, identity, object_key
 
 log = logging.getLogger(__name__)
@@ -130,10 +131,13 @@ class _FileError(Exception):
     """The file as a whole cannot be read; the message is the full report."""
 
 
-def parse_file(path: Path) -> Parsed:
-    """Read one file: its good objects, one error per invalid object, or an error for the whole file."""
+def parse_file(path: Path, fast: bool = False) -> Parsed:
+    """Read one file: its good objects, one error per invalid object, or an error for the whole file.
+
+    fast: try dnsd.sources.fastyaml first (only in the parse worker processes, see there); a file it cannot vouch
+    for, or one with any invalid object, is read with PyYAML, so every report is PyYAML's."""
     try:
-        return _parse(path)
+        return _parse(path, fast)
     except _FileError as exc:
         return Parsed(None, str(exc))
     except RecursionError:
@@ -144,13 +148,34 @@ def parse_file(path: Path) -> Parsed:
         return Parsed(None, f"{path}: cannot read: {type(exc).__name__}: {exc}")
 
 
-def _parse(path: Path) -> Parsed:
+def _parse(path: Path, fast: bool = False) -> Parsed:
     text = _decode(path, _read(path))
-    docs = _load(path, text)
+    notes: list[tuple[int, str, tuple[Any, ...]]] = []
+    if fast:
+        docs = fastyaml.json_documents(text) if path.suffix == ".json" else fastyaml.yaml_documents(text)
+        if docs is not None:
+            result = _build(path, docs, notes)
+            if not result.errors:
+                _emit(notes)
+                return result
+            notes.clear()
+    result = _build(path, _load(path, text), notes)
+    _emit(notes)
+    return result
+
+
+def _emit(notes: list[tuple[int, str, tuple[Any, ...]]]) -> None:
+    for level, msg, args in notes:
+        log.log(level, msg, *args)
+
+
+def _build(path: Path, docs: list[Document], notes_out: list[tuple[int, str, tuple[Any, ...]]]) -> Parsed:
+    """The objects of the documents; what it would log goes to notes_out (logged once the reading is chosen)."""
     out: list[Located] = []
     errors: list[ObjectError] = []
     skipped = 0
     warned = 0
+    debug = log.isEnabledFor(logging.DEBUG)
     for data, lines in docs:
         if isinstance(data, ObjectError):
             errors.append(data)
@@ -196,14 +221,16 @@ def _parse(path: Path) -> Parsed:
             for note in notes:
                 warned += 1
                 if warned <= MAX_WARNINGS_PER_FILE:
-                    log.warning("%s:%d: %s", path, line, note)
+                    notes_out.append((logging.WARNING, "%s:%d: %s", (path, line, note)))
             if isinstance(obj, Skipped):
                 skipped += 1
-                log.debug("%s:%d: skipped: %s", path, line, obj.reason)
+                if debug:
+                    notes_out.append((logging.DEBUG, "%s:%d: skipped: %s", (path, line, obj.reason)))
             else:
                 out.append((obj, line))
     if warned > MAX_WARNINGS_PER_FILE:
-        log.warning("%s: %d more warnings like the above", path, warned - MAX_WARNINGS_PER_FILE)
+        more = warned - MAX_WARNINGS_PER_FILE
+        notes_out.append((logging.WARNING, "%s: %d more warnings like the above", (path, more)))
     return Parsed(tuple(out), errors=tuple(errors), skipped=skipped)
 
 
