@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,10 @@ from typing import Any
 import pytest
 from support import FIXTURE_CLUSTER, DnsdHandle, base_config, run_dnsd
 from support.nsd import nsd_upstream
+
+# The files source's parse cache (dnsd/sources/parsecache.py) of the servers the tests start: a directory of this
+# run, never the user's ~/.cache (a test that checks the cache passes its own directory).
+os.environ.setdefault("DNSD_CACHE_DIR", tempfile.mkdtemp(prefix="dnsd-test-cache-"))
 
 
 @pytest.fixture

@@ -100,7 +100,7 @@ _MARKER = re.compile(r"^---(?=[ \r\n]|\Z)", re.M)
 # The first line with content: not blank, not only a comment.
 _CONTENT = re.compile(r"^[ ]*[^ #\r\n]", re.M)
 _ITEMS = re.compile(r"^items:[ \r]*(?:#[^\n]*)?$", re.M)
-_ENTRY = re.compile(r"^( *)-(?=[ \r\n]|\Z)")
+_ENTRY = re.compile(r"( *)-(?=[ \r\n]|\Z)")  # matched at a line start
 
 # JSON: what PyYAML would read otherwise than json does (surrogate escapes, YAML 1.1 line breaks).
 _JSON_RISKY = re.compile(r"\\u[dD][89a-fA-F]|[\x85\u2028\u2029]")

@@ -219,7 +219,7 @@ def _inside(real: str, real_root: str) -> bool:
 _CHILD = """
 import sys
 from dnsd.sources.files import _parse_child
-_parse_child(sys.argv[1], sys.argv[2], sys.argv[3:])
+_parse_child(sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4:])
 """
 
 
@@ -262,7 +262,7 @@ class _Forward(logging.Handler):
                            "msg": record.getMessage(), "args": None}))  # fmt: skip
 
 
-def _parse_child(mode: str, cache: str, paths: list[str]) -> None:
+def _parse_child(mode: str, cache: str, racy_s: float, paths: list[str]) -> None:
     """The child process: parse each file (mode "fast": fastyaml first) and send, after ("file", index), its
     log records, its head and its objects in chunks. With a cache directory, those bytes are also kept there
     (dnsd/sources/parsecache.py), unless the file changed while it was read."""
@@ -291,7 +291,7 @@ def _parse_child(mode: str, cache: str, paths: list[str]) -> None:
             send(("objects", objects[i : i + _CHUNK]))
         out.flush()
         if directory is not None and before is not None and _stat_key(path) == before:
-            parsecache.store(directory, path, before, bytes(body), time.time_ns())
+            parsecache.store(directory, path, before, bytes(body), time.time_ns(), racy_s)
 
 
 def _stat_key(path: Path) -> parsecache.Key | None:
@@ -353,7 +353,8 @@ def _parse_apart(
     rest out (the caller reads them again with PyYAML, then reports them)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     proc = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, "fast" if fast else "safe", str(cache or ""), *map(str, paths)],
+        [sys.executable, "-c", _CHILD, "fast" if fast else "safe", str(cache or ""), str(parsecache.RACY_S)]
+        + [str(p) for p in paths],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         env=env,

@@ -116,9 +116,9 @@ def load(directory: Path, path: Path, key: Key) -> bytes | None:
     return body
 
 
-def store(directory: Path, path: Path, key: Key, body: bytes, now_ns: int) -> bool:
-    """Keep body for path with this key (unless the file changed within RACY_S); whether it was written."""
-    if now_ns - max(key[3], key[4]) < RACY_S * 1e9:
+def store(directory: Path, path: Path, key: Key, body: bytes, now_ns: int, racy_s: float = RACY_S) -> bool:
+    """Keep body for path with this key (unless the file changed within racy_s); whether it was written."""
+    if now_ns - max(key[3], key[4]) < racy_s * 1e9:
         return False
     digest = hashlib.blake2b(body, digest_size=_DIGEST).digest()
     target = _entry(directory, path)
