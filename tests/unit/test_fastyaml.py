@@ -222,3 +222,16 @@ def test_a_crash_in_yaml_rs_is_not_a_crash_of_the_caller(monkeypatch: pytest.Mon
     p.write_text(svc())
     assert fastyaml.yaml_documents(svc()) is None
     assert parse_file(p, fast=True) == parse_file(p)
+
+
+ENCODINGS = ["utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"]
+
+
+@pytest.mark.parametrize("codec", ENCODINGS)
+def test_encodings_read_alike(tmp_path: Path, codec: str) -> None:
+    """YAML 1.2 section 5.2 encodings (by BOM or null bytes): decoded once, then read by either path alike."""
+    p = tmp_path / "m.yaml"
+    p.write_bytes((svc() + "---\n" + eps()).replace("web-0", "caf\u00e9").encode(codec))
+    slow, fast = read_both(p)
+    assert slow.objects is not None and len(slow.objects) == 2
+    assert fast == slow and took_fast_path(p)
