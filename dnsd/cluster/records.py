@@ -287,7 +287,7 @@ class ClusterRecords:
             # random names must not grow the invalidation index (store.py emits it when a service appears).
             tags.add(absent_service_tag(ns))
             return self._nx()
-        tags.add(service_tag(ns, svc_name))
+        tags.add(service_tag(svc.namespace, svc.name))  # the store's strings, shared: not the query's copies
         below = rel[:-2]
         if len(below) > 2:
             return self._nx()  # spec 2.4.1: at most <hostname>.<service>.<ns>.svc.<zone>
