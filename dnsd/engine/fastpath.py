@@ -118,14 +118,14 @@ class FastTable:
         limit = self.max_entries
         while self.entries and (self.entry_bytes + cost > self.entry_budget or (limit and len(self.entries) >= limit)):
             self._remove(next(iter(self.entries)))
-        held = tuple(tags)
-        if not any(tag.kind in _OWN_TAGS for tag in held):
+        kept = tuple(tags)
+        if not any(tag.kind in _OWN_TAGS for tag in kept):
             # Most negative answers share a tag set (every absent name of a namespace has the same one): one
             # copy for all. Sets naming one service or address are not worth a slot here.
             if len(self._tag_sets) >= MAX_TAG_SETS:
                 self._tag_sets.clear()  # only a cache of shared copies: dropping it loses nothing
-            held = self._tag_sets.setdefault(held, held)
-        entry = Entry(rendered, held, link)
+            kept = self._tag_sets.setdefault(kept, kept)
+        entry = Entry(rendered, kept, link)
         self.entries[key] = entry
         self.entry_bytes += cost
         by_tag = self.by_tag
