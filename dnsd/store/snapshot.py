@@ -495,12 +495,13 @@ class Snapshots:
                     self._wake.set()
 
     async def _write(self) -> bool:
-        objects = self.store.objects  # swapped whole by each commit, never changed in place: safe in a thread
+        # The tables change in place at each commit (on the loop): the thread writes a list taken here, in one step.
+        objects = list(self.store.objects.values())
         self._dirty = False
         self.last_write = time.monotonic()
         now = time.time()
         try:
-            n = await asyncio.to_thread(write_snapshot, self.path, self.header, objects.values(), now)
+            n = await asyncio.to_thread(write_snapshot, self.path, self.header, objects, now)
         except OSError as exc:
             self._dirty = True
             self.write_errors += 1

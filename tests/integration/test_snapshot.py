@@ -103,7 +103,8 @@ def test_rate_limited(dnsd_factory: Any, tmp_path: Path) -> None:
     for i in range(20):
         (root / f"s{i}.yaml").write_text(svc_yaml(f"s{i}", f"10.0.1.{i + 1}"))
         wait_until(lambda i=i: a_answer(handle, f"s{i}")[0] == "NOERROR")
-    wait_until(lambda: len(snapshot_names(snap) or ()) == 20, timeout=10)
+    # The file is renamed into place before the write is counted: wait for both.
+    wait_until(lambda: len(snapshot_names(snap) or ()) == 20 and handle.app.snapshot.writes > writes, timeout=10)
     elapsed = time.monotonic() - start
     made = handle.app.snapshot.writes - writes
     assert 1 <= made <= elapsed / 2.0 + 1, (made, elapsed)
