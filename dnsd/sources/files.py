@@ -36,7 +36,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -464,9 +464,8 @@ class FileSource:
         self.store = store
         self.step_ms = step_ms
         self.rescan_s = rescan_s
-        self.files: dict[Path, tuple[Signature, tuple[Located, ...]]] = {}
+        self.files: dict[Path, Signature] = {}  # files whose objects are served, with the signature read
         self.bad: dict[Path, Signature] = {}  # files whose current content failed, reported once
-        self.merged: dict[ObjectKey, tuple[KubeObject, Path]] = {}
         self.reload_errors = 0
         self.confirmed_at = 0.0  # Unix time the last scan completed (data_age)
         self.watching = False  # a directory watch is in place now
@@ -476,8 +475,12 @@ class FileSource:
         self.reads = 0  # files parsed so far
         self.reads_apart = 0  # of which in a child process (bigger than PARSE_APART_BYTES, or a big read)
         self.cache_hits = 0  # files whose parse came from the parse cache instead
-        self._defs: dict[ObjectKey, dict[Path, tuple[KubeObject, int]]] = {}  # key -> file -> (object, index)
-        self._by_file: dict[Path, dict[ObjectKey, tuple[KubeObject, int]]] = {}
+        # What the merge keeps, one entry per object and file (at 100,000 services every byte here counts
+        # 200,000 times): each file's objects by key, and for each key the files defining it in sorted order
+        # (the last one wins; a one-file tuple is shared by every key of that file).
+        self._by_file: dict[Path, dict[ObjectKey, KubeObject]] = {}
+        self._defs: dict[ObjectKey, tuple[Path, ...]] = {}
+        self._ones: dict[Path, tuple[Path]] = {}
         self._dirs: dict[Path, bool] = {}  # read completely by the last walk -> reached through a symlink
         self._known: dict[str, Path] = {}  # the files of the last walk, by path text
         self._problems: dict[str, str] = {}  # walk problems reported and not cleared yet
@@ -524,7 +527,7 @@ class FileSource:
         todo = [
             (path, sig)
             for path, sig in present.items()
-            if not ((path in self.files and self.files[path][0] == sig) or self.bad.get(path) == sig)
+            if not (self.files.get(path) == sig or self.bad.get(path) == sig)
         ]
         big = sum(sig[1] for _, sig in todo) > BIG_READ_BYTES and gc.isenabled()
         if big:
@@ -647,11 +650,16 @@ class FileSource:
                 log.info("%s: resolved", message.split(": ", 1)[0])
         self._problems = dict(w.problems)
 
+    @property
+    def merged(self) -> Mapping[ObjectKey, object]:
+        """The keys of every object served (what the source holds)."""
+        return self._defs
+
     def _fold(
         self, sigs: dict[Path, Signature], gone: list[Path], parsed: dict[Path, Parsed]
     ) -> tuple[list[KubeObject], list[ObjectKey]]:
         """Fold the scan into the file table; return the store changes (only for the objects of changed files)."""
-        changed: dict[Path, tuple[Located, ...]] = {}
+        changed: dict[Path, Sequence[Located]] = {}
         for path in gone:
             if path in self.files:
                 del self.files[path]
@@ -666,55 +674,66 @@ class FileSource:
                 log.error("%s (%s)", result.error, kept, extra={"file": str(path)})
             else:
                 self.bad.pop(path, None)
-                # Per object: invalid objects are reported and keep their last good version (Parsed.resolve).
-                objects, reports = result.resolve(self.files[path][1] if path in self.files else ())
-                self.files[path] = (sigs[path], objects)
+                # Per object: invalid objects are reported and keep their last good version (Parsed.resolve; the
+                # lines of the previous objects are not kept, nothing reads them after a parse).
+                objects: Sequence[Located] = result.objects
+                reports: list[str] = []
+                if result.errors:
+                    previous = [(obj, 0) for obj in self._by_file.get(path, {}).values()]
+                    objects, reports = result.resolve(previous)
+                self.files[path] = sigs[path]
                 changed[path] = objects
                 for report in reports:
                     self.reload_errors += 1
                     log.error("%s", report, extra={"file": str(path)})
         return self._merge(changed)
 
-    def _merge(self, changed: dict[Path, tuple[Located, ...]]) -> tuple[list[KubeObject], list[ObjectKey]]:
+    def _winner(self, key: ObjectKey) -> KubeObject | None:
+        paths = self._defs.get(key)
+        return self._by_file[paths[-1]][key] if paths else None
+
+    def _merge(self, changed: dict[Path, Sequence[Located]]) -> tuple[list[KubeObject], list[ObjectKey]]:
         """Update the definitions of the changed files and re-decide only their objects: the definition in the
         file sorting last wins, with a warning naming both files."""
-        affected: dict[ObjectKey, None] = {}  # in file order: the store order PTR answers follow
+        before: dict[ObjectKey, KubeObject | None] = {}  # in file order: the store order PTR answers follow
         for path in sorted(changed):
-            objects = changed[path]
-            old = self._by_file.pop(path, {})
-            new: dict[ObjectKey, tuple[KubeObject, int]] = {}
-            for i, (obj, _line) in enumerate(objects):
-                new[object_key(obj)] = (obj, i)  # a second definition in the same file replaces the first
+            old = self._by_file.get(path, {})
+            new: dict[ObjectKey, KubeObject] = {}
+            for obj, _line in changed[path]:
+                new[object_key(obj)] = obj  # a second definition in the same file replaces the first
+            for key in itertools.chain(new, old):
+                if key not in before:
+                    before[key] = self._winner(key)
             for key in old.keys() - new.keys():
-                defs = self._defs[key]
-                del defs[path]
-                if not defs:
+                rest = tuple(p for p in self._defs[key] if p != path)
+                if rest:
+                    self._defs[key] = rest
+                else:
                     del self._defs[key]
-            for key, value in new.items():
-                self._defs.setdefault(key, {})[path] = value
+            one = self._ones.setdefault(path, (path,))
+            for key in new.keys() - old.keys():
+                paths = self._defs.get(key)
+                self._defs[key] = tuple(sorted((*paths, path))) if paths else one
             if new:
                 self._by_file[path] = new
-            affected.update(dict.fromkeys(new))
-            affected.update(dict.fromkeys(old))
+            else:
+                self._by_file.pop(path, None)
+                self._ones.pop(path, None)
         deletes: list[ObjectKey] = []
         upserts: list[KubeObject] = []
-        for key in affected:
-            found = self._defs.get(key)
-            if not found:
-                if self.merged.pop(key, None) is not None:
+        for key, prev in before.items():
+            paths = self._defs.get(key)
+            if not paths:
+                if prev is not None:
                     deletes.append(key)
                 continue
-            defs = found
-            paths = sorted(defs) if len(defs) > 1 else list(defs)
             for earlier, later in itertools.pairwise(paths):
                 dupe = (key, earlier, later)
                 if dupe not in self._warned_dupes:
                     self._warned_dupes.add(dupe)
                     log.warning("%s is defined in %s and %s; the later file wins", describe(key), earlier, later)
-            obj = defs[paths[-1]][0]
-            prev = self.merged.get(key)
-            self.merged[key] = (obj, paths[-1])
-            if prev is None or prev[0] != obj:
+            obj = self._by_file[paths[-1]][key]
+            if prev is None or prev != obj:
                 upserts.append(obj)
         return upserts, deletes
 
