@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Mapping
+import sys
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from dnsd.errors import ManifestError
 
@@ -182,6 +183,27 @@ def identity(doc: Mapping[str, Any]) -> ObjectKey | None:
     return (kind, ns, name) if isinstance(ns, str) else None
 
 
+# ---------------------------------------------------------------- sharing
+
+# At 100,000 services most fields repeat a few values: namespaces, types, node names, protocols, whole port lists.
+# The converters hand out one object per value (sys.intern for those strings, `shared` for port tuples), so the
+# store holds each once; pickling (the parse child, the snapshot) keeps the sharing within one message.
+SHARED_MAX = 4096  # distinct values `shared` remembers; when full it starts over (what it handed out stays shared)
+_shared: dict[Hashable, Hashable] = {}
+H = TypeVar("H", bound=Hashable)
+
+
+def shared(value: H) -> H:
+    """The first object seen equal to value (equal values of one class: a frozen model object compares its
+    class too), so equal port lists are one tuple. Safe in threads: a race costs a duplicate, never a mix-up."""
+    got = _shared.get(value)
+    if got is None:
+        if len(_shared) >= SHARED_MAX:
+            _shared.clear()
+        _shared[value] = got = value
+    return got  # type: ignore[return-value]
+
+
 # ---------------------------------------------------------------- converters
 
 Notes = list[str]  # warnings about an object that is still used (an endpoint hostname dropped, ...)
@@ -220,7 +242,7 @@ def _namespace(meta: Mapping[str, Any], what: str) -> str:
         ns = "default"
     if not isinstance(ns, str) or not _LABEL.match(ns):
         raise ManifestError(f"{what}: metadata.namespace {ns!r} is not a valid namespace name")
-    return ns
+    return sys.intern(ns)
 
 
 # A dotted-quad IPv4 address exactly as ipaddress accepts one (four ASCII decimal octets up to 255, no leading
@@ -250,9 +272,12 @@ def _port_number(value: Any, what: str) -> int:
 
 def _protocol(value: Any, what: str) -> str:
     proto = "TCP" if value is None else value
-    if not isinstance(proto, str) or proto.upper() not in ("TCP", "UDP", "SCTP"):
+    if not isinstance(proto, str) or proto.upper() not in _PROTOCOLS:
         raise ManifestError(f"{what}: protocol {value!r} is not TCP, UDP or SCTP")
-    return proto.lower()
+    return _PROTOCOLS[proto.upper()]
+
+
+_PROTOCOLS = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
 
 
 def dns_name(value: Any, what: str) -> str:
@@ -280,7 +305,7 @@ def dns_name(value: Any, what: str) -> str:
 
 def namespace_from(doc: Mapping[str, Any], notes: Notes) -> Namespace:
     meta = _map(doc.get("metadata"), "metadata")
-    return Namespace(_name(meta, _LABEL, "Namespace"))
+    return Namespace(sys.intern(_name(meta, _LABEL, "Namespace")))
 
 
 def _identity(doc: Mapping[str, Any], kind: str, pattern: re.Pattern[str]) -> tuple[Mapping[str, Any], str, str, str]:
@@ -322,13 +347,13 @@ def service_from(doc: Mapping[str, Any], notes: Notes) -> Service:
             raise ManifestError(f"{what}: spec.ports[{i}].name must be a string")
         ports.append(
             ServicePort(
-                pname.lower(),
+                sys.intern(pname.lower()),
                 _port_number(pm.get("port"), f"{what}: spec.ports[{i}]"),
                 _protocol(pm.get("protocol"), f"{what}: spec.ports[{i}]"),
             )
         )
     publish = spec.get("publishNotReadyAddresses") is True
-    return Service(ns, name, stype, tuple(ips), headless, tuple(ports), external, publish)
+    return Service(ns, name, sys.intern(stype), tuple(ips), headless, shared(tuple(ports)), external, publish)
 
 
 def _hostname(value: Any, what: str, notes: Notes) -> str:
@@ -369,7 +394,7 @@ def _endpoint(e: Any, what: str, family: str, notes: Notes) -> Endpoint:
     pod = _pod_name(_map(em.get("targetRef"), f"{what}.targetRef"))
     node = em.get("nodeName") or ""
     # ready: null means "unknown", which consumers treat as ready (discovery.k8s.io/v1 API doc).
-    return Endpoint(addrs, ready is not False, hostname, pod, str(node))
+    return Endpoint(addrs, ready is not False, hostname, pod, sys.intern(str(node)))
 
 
 def endpointslice_from(doc: Mapping[str, Any], notes: Notes) -> EndpointSlice | Skipped:
@@ -390,7 +415,7 @@ def endpointslice_from(doc: Mapping[str, Any], notes: Notes) -> EndpointSlice | 
         for i, e in enumerate(raw_eps):
             eps.append(_endpoint(e, f"{what}: endpoints[{i}]", family, notes))
     ports = _ports(doc.get("ports"), what, MAX_SLICE_PORTS)
-    return EndpointSlice(ns, name, service, family, tuple(eps), ports)
+    return EndpointSlice(ns, name, service, sys.intern(family), tuple(eps), ports)
 
 
 def _ports(value: Any, what: str, limit: int) -> tuple[EndpointPort, ...]:
@@ -403,13 +428,16 @@ def _ports(value: Any, what: str, limit: int) -> tuple[EndpointPort, ...]:
         number = pm.get("port")
         ports.append(
             EndpointPort(
-                pname.lower(),
+                sys.intern(pname.lower()),
                 -1 if number is None else _port_number(number, f"{what}: ports[{i}]"),
                 _protocol(pm.get("protocol"), f"{what}: ports[{i}]"),
             )
         )
     # A slice without ports gets CoreDNS's sentinel port -1: A/AAAA yes, SRV never.
-    return tuple(ports) or (EndpointPort("", -1, "tcp"),)
+    return shared(tuple(ports)) if ports else NO_PORTS
+
+
+NO_PORTS = (EndpointPort("", -1, "tcp"),)  # CoreDNS's sentinel: the slice lists no ports
 
 
 def endpoints_from(doc: Mapping[str, Any], notes: Notes) -> EndpointSlice:
@@ -433,11 +461,11 @@ def endpoints_from(doc: Mapping[str, Any], notes: Notes) -> EndpointSlice:
                 ip = _ip(am.get("ip"), f"{at}.ip")
                 hostname = _hostname(am.get("hostname"), at, notes)
                 pod = _pod_name(_map(am.get("targetRef"), f"{at}.targetRef"))
-                eps.append(Endpoint((ip,), ready, hostname, pod, str(am.get("nodeName") or "")))
+                eps.append(Endpoint((ip,), ready, hostname, pod, sys.intern(str(am.get("nodeName") or ""))))
         ports = _ports(sm.get("ports"), where, MAX_V1_PORTS)
         parts.append(EndpointSlice(ns, name, name, "mixed", tuple(eps), ports, True))
     everyone = tuple(ep for part in parts for ep in part.endpoints)
-    first = parts[0].ports if parts else (EndpointPort("", -1, "tcp"),)
+    first = parts[0].ports if parts else NO_PORTS
     return EndpointSlice(ns, name, name, "mixed", everyone, first, True, tuple(parts))
 
 
@@ -453,7 +481,7 @@ def pod_from(doc: Mapping[str, Any], notes: Notes) -> Pod:
         if ip not in ips:
             ips.append(ip)
     phase = status.get("phase") or "Pending"
-    return Pod(ns, name, tuple(ips), str(phase), meta.get("deletionTimestamp") is not None)
+    return Pod(ns, name, tuple(ips), sys.intern(str(phase)), meta.get("deletionTimestamp") is not None)
 
 
 CONVERTERS: dict[str, Callable[[Mapping[str, Any], Notes], KubeObject | Skipped]] = {
