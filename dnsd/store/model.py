@@ -22,7 +22,7 @@ import ipaddress
 import re
 import sys
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from dnsd.errors import ManifestError
@@ -67,6 +67,9 @@ MAX_NAME_TEXT = 253
 @dataclass(frozen=True, slots=True)
 class Namespace:
     name: str
+    # object_key's result, kept once worked out: every table keyed by object (the store's, a source's) then
+    # shares one tuple instead of holding its own (64 bytes an object). Not part of the object's value.
+    _key: ObjectKey | None = field(default=None, init=False, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +89,9 @@ class Service:
     ports: tuple[ServicePort, ...]
     external_name: str  # lower case, no trailing dot; "" unless ExternalName
     publish_not_ready: bool
+    # object_key's result, kept once worked out: every table keyed by object (the store's, a source's) then
+    # shares one tuple instead of holding its own (64 bytes an object). Not part of the object's value.
+    _key: ObjectKey | None = field(default=None, init=False, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +126,9 @@ class EndpointSlice:
     ports: tuple[EndpointPort, ...]
     from_endpoints: bool = False  # converted from a v1 Endpoints object
     subsets: tuple[EndpointSlice, ...] = ()  # v1 Endpoints only: one slice per subset
+    # object_key's result, kept once worked out: every table keyed by object (the store's, a source's) then
+    # shares one tuple instead of holding its own (64 bytes an object). Not part of the object's value.
+    _key: ObjectKey | None = field(default=None, init=False, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +138,9 @@ class Pod:
     ips: tuple[str, ...]  # status.podIPs (podIP first)
     phase: str
     deleting: bool
+    # object_key's result, kept once worked out: every table keyed by object (the store's, a source's) then
+    # shares one tuple instead of holding its own (64 bytes an object). Not part of the object's value.
+    _key: ObjectKey | None = field(default=None, init=False, repr=False, compare=False)
 
 
 KubeObject = Namespace | Service | EndpointSlice | Pod
@@ -143,12 +155,18 @@ class Skipped:
 
 
 def object_key(obj: KubeObject) -> ObjectKey:
-    """(kind, namespace, name): the identity two files can both define."""
-    if isinstance(obj, Namespace):
-        return ("Namespace", "", obj.name)
-    if isinstance(obj, EndpointSlice):
-        return ("Endpoints" if obj.from_endpoints else "EndpointSlice", obj.namespace, obj.name)
-    return (type(obj).__name__, obj.namespace, obj.name)
+    """(kind, namespace, name): the identity two files can both define. The same tuple each time for an object
+    (kept in its `_key`; two threads racing here both store an equal tuple)."""
+    key = obj._key
+    if key is None:
+        if isinstance(obj, Namespace):
+            key = ("Namespace", "", obj.name)
+        elif isinstance(obj, EndpointSlice):
+            key = ("Endpoints" if obj.from_endpoints else "EndpointSlice", obj.namespace, obj.name)
+        else:
+            key = (type(obj).__name__, obj.namespace, obj.name)
+        object.__setattr__(obj, "_key", key)
+    return key
 
 
 def describe(key: ObjectKey) -> str:

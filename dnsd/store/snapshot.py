@@ -94,12 +94,17 @@ class SnapshotError(Exception):
 # ---------------------------------------------------------------- the model as arrays
 
 
+def _fields(cls: Any) -> tuple[dataclasses.Field[Any], ...]:
+    """The fields that make an object's value (not the ones it works out itself, such as its cached key)."""
+    return tuple(f for f in dataclasses.fields(cls) if f.init)
+
+
 def _model_hash() -> str:
     """The model's classes and fields: a change to the model makes older snapshots foreign, not misread."""
     parts = []
     for cls in (*KINDS.values(), *_NESTED.values()):
         hints = typing.get_type_hints(cls)
-        parts.append(f"{cls.__name__}({','.join(f'{f.name}:{hints[f.name]}' for f in dataclasses.fields(cls))})")
+        parts.append(f"{cls.__name__}({','.join(f'{f.name}:{hints[f.name]}' for f in _fields(cls))})")
     return hashlib.sha256(";".join(parts).encode()).hexdigest()[:16]
 
 
@@ -108,7 +113,7 @@ MODEL = _model_hash()
 
 def _encode(value: Any) -> Any:
     if dataclasses.is_dataclass(value):
-        return [_encode(getattr(value, f.name)) for f in dataclasses.fields(value)]
+        return [_encode(getattr(value, f.name)) for f in _fields(value)]
     if isinstance(value, tuple):
         return [_encode(v) for v in value]
     return value
@@ -121,7 +126,7 @@ def encode(obj: KubeObject) -> list[Any]:
 
 def _decode(cls: type[Any], raw: Any) -> Any:
     hints = typing.get_type_hints(cls)
-    fields = dataclasses.fields(cls)
+    fields = _fields(cls)
     if not isinstance(raw, list) or len(raw) != len(fields):
         raise SnapshotError(f"a {cls.__name__} does not have its {len(fields)} fields")
     return cls(*(_value(hints[f.name], v, f"{cls.__name__}.{f.name}") for f, v in zip(fields, raw, strict=True)))
