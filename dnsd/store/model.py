@@ -371,7 +371,8 @@ def service_from(doc: Mapping[str, Any], notes: Notes) -> Service:
             )
         )
     publish = spec.get("publishNotReadyAddresses") is True
-    return Service(ns, name, sys.intern(stype), tuple(ips), headless, shared(tuple(ports)), external, publish)
+    # shared(name): the Service's slices, which usually follow it, name it with the same string object.
+    return Service(ns, shared(name), sys.intern(stype), tuple(ips), headless, shared(tuple(ports)), external, publish)
 
 
 def _hostname(value: Any, what: str, notes: Notes) -> str:
@@ -433,7 +434,7 @@ def endpointslice_from(doc: Mapping[str, Any], notes: Notes) -> EndpointSlice | 
         for i, e in enumerate(raw_eps):
             eps.append(_endpoint(e, f"{what}: endpoints[{i}]", family, notes))
     ports = _ports(doc.get("ports"), what, MAX_SLICE_PORTS)
-    return EndpointSlice(ns, name, service, sys.intern(family), tuple(eps), ports)
+    return EndpointSlice(ns, name, shared(service), sys.intern(family), tuple(eps), ports)
 
 
 def _ports(value: Any, what: str, limit: int) -> tuple[EndpointPort, ...]:
