@@ -56,7 +56,7 @@ from dnsd.store.model import (
     describe,
     object_key,
 )
-from dnsd.store.store import ObjectKey, Prepared, Store
+from dnsd.store.store import ObjectKey, Prepared, Store, release_freed_memory
 
 if TYPE_CHECKING:
     from dnsd.sources.inotify import Token, TreeWatch
@@ -82,6 +82,9 @@ BIG_READ_BYTES = 8 * 1024 * 1024
 # A file bigger than this is parsed in a child process (see _parse_apart): libyaml builds a `kind: List` as one
 # document in one call that holds the GIL (over a second for 60 MB) and takes 50 bytes of memory per byte read.
 PARSE_APART_BYTES = 8 * 1024 * 1024
+# A sync that changed this many objects is followed by release_freed_memory: the parse's and the batch's
+# garbage is freed then, and the C heap would keep its pages (measured: 28 MB at 100,000 services).
+TRIM_CHANGED = 10_000
 _CHUNK = 2000  # objects per message from the child: each is unpickled in one GIL-holding call of a few ms
 # Entry errors that mean "this entry is not there" (removed while we looked, a dangling or looping symlink).
 _GONE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG)
@@ -769,6 +772,9 @@ class FileSource:
                 else:
                     await asyncio.sleep(result.wait)
                 targets = result.waiting  # look again at just the files still being written
+            result = None  # what the batch built is freed here: give the pages back (off the loop)
+            if changed >= TRIM_CHANGED:
+                await asyncio.to_thread(release_freed_memory)
         self.confirmed_at = time.time()
         return changed
 

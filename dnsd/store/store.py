@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import ipaddress
 import logging
 import time
@@ -150,6 +152,7 @@ class _Batch:
         "cluster_ip",
         "endpoint_ip",
         "endpoints_v1",
+        "keys",
         "namespaces",
         "next_seq",
         "objects",
@@ -173,19 +176,33 @@ class _Batch:
         self.service_seq: _Layer[ServiceKey, int] = _Layer(base.service_seq)
         self.pod_ip: _Layer[tuple[str, str], int] = _Layer(base.pod_ip)
         self.next_seq = next_seq
+        # One (namespace, service) tuple for a service's entries in every table the batch writes (services,
+        # service_seq, slices): a first load then holds one per service instead of three.
+        self.keys: dict[ServiceKey, ServiceKey] = {}
+
+    def _key(self, ns: str, name: str) -> ServiceKey:
+        key = (ns, name)
+        return self.keys.setdefault(key, key)
+
+    def touch(self, obj: KubeObject, dirty: dict[ServiceKey, None]) -> None:
+        """Note the service whose endpoint-IP entries the object feeds."""
+        if isinstance(obj, Service):
+            dirty[self._key(obj.namespace, obj.name)] = None
+        elif isinstance(obj, EndpointSlice):
+            dirty[self._key(obj.namespace, obj.service)] = None
 
     def index(self, obj: KubeObject) -> None:
         if isinstance(obj, Namespace):
             self.namespaces[obj.name] = True
         elif isinstance(obj, Service):
-            key = (obj.namespace, obj.name)
+            key = self._key(obj.namespace, obj.name)
             self.services[key] = obj
             self.service_seq[key] = self.next_seq
             self.next_seq += 1
             for ip in obj.cluster_ips:
                 self.cluster_ip.put(ip, _pack((*_services(self.cluster_ip.get(ip)), obj)))
         elif isinstance(obj, EndpointSlice):
-            key = (obj.namespace, obj.service)
+            key = self._key(obj.namespace, obj.service)
             if obj.from_endpoints:
                 self.endpoints_v1[key] = obj
             else:
@@ -352,7 +369,7 @@ class Store:
             if old is not None:
                 t.objects.pop(key)
                 t.unindex(old)
-                _touch(old, dirty)
+                t.touch(old, dirty)
                 if track:
                     tags |= _tags_of(old)
                 changed += 1
@@ -363,14 +380,14 @@ class Store:
                 continue  # no DNS-relevant difference (CoreDNS filters these too, controller.go)
             if old is not None:
                 t.unindex(old)
-                _touch(old, dirty)
+                t.touch(old, dirty)
                 if track:
                     tags |= _tags_of(old)
             elif track and isinstance(obj, Service):
                 tags.add(absent_service_tag(obj.namespace))  # a name that was absent exists now
             t.objects[key] = obj
             t.index(obj)
-            _touch(obj, dirty)
+            t.touch(obj, dirty)
             if track:
                 tags |= _tags_of(obj)
             changed += 1
@@ -472,14 +489,6 @@ def _pod_ip_key(pod: Pod) -> tuple[str, str] | None:
     return None
 
 
-def _touch(obj: KubeObject, dirty: dict[ServiceKey, None]) -> None:
-    """Note the service whose endpoint-IP entries the object feeds."""
-    if isinstance(obj, Service):
-        dirty[(obj.namespace, obj.name)] = None
-    elif isinstance(obj, EndpointSlice):
-        dirty[(obj.namespace, obj.service)] = None
-
-
 def _tags_of(obj: KubeObject) -> set[Tag]:
     """The cached answers an object can affect (see answer.Tag)."""
     if isinstance(obj, Namespace):
@@ -494,3 +503,23 @@ def _tags_of(obj: KubeObject) -> set[Tag]:
         return tags
     assert isinstance(obj, Pod)
     return {pods_tag(obj.namespace)}
+
+
+def release_freed_memory() -> None:
+    """Give the C heap's free pages back to the kernel (glibc's malloc_trim; a no-op elsewhere). After a big
+    batch the garbage of the parse and of the batch is freed, but glibc keeps the pages of its main heap until
+    the top of it is free, which after a load it never is. Releases the GIL while it runs (ctypes)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        trim = ctypes.CDLL(None).malloc_trim  # the process's own C library: glibc has it, musl does not
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
