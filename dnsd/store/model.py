@@ -96,11 +96,22 @@ class Service:
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    addresses: tuple[str, ...]  # as written in the slice (CoreDNS uses the text verbatim for names)
+    # The addresses as written in the slice (CoreDNS uses the text verbatim for names): read them as `addresses`.
+    # Nearly every endpoint has one, held as itself (a tuple for it would be 48 bytes an endpoint).
+    _addresses: str | tuple[str, ...]
     ready: bool  # conditions.ready, with null counted as ready
     hostname: str  # a valid RFC 1123 label, lower case, or ""
     pod_name: str  # targetRef.name when targetRef.kind is Pod (or unset) and it is a valid label, else ""
     node_name: str
+
+    def __post_init__(self) -> None:
+        if isinstance(self._addresses, tuple) and len(self._addresses) == 1:
+            object.__setattr__(self, "_addresses", self._addresses[0])  # one form for one address: equality
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        held = self._addresses
+        return (held,) if isinstance(held, str) else held
 
 
 @dataclass(frozen=True, slots=True)
@@ -480,7 +491,7 @@ def endpoints_from(doc: Mapping[str, Any], notes: Notes) -> EndpointSlice:
                 ip = _ip(am.get("ip"), f"{at}.ip")
                 hostname = _hostname(am.get("hostname"), at, notes)
                 pod = _pod_name(_map(am.get("targetRef"), f"{at}.targetRef"))
-                eps.append(Endpoint((ip,), ready, hostname, pod, sys.intern(str(am.get("nodeName") or ""))))
+                eps.append(Endpoint(ip, ready, hostname, pod, sys.intern(str(am.get("nodeName") or ""))))
         ports = _ports(sm.get("ports"), where, MAX_V1_PORTS)
         parts.append(EndpointSlice(ns, name, name, "mixed", tuple(eps), ports, True))
     everyone = tuple(ep for part in parts for ep in part.endpoints)

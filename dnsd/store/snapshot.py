@@ -43,6 +43,7 @@ import os
 import tempfile
 import threading
 import time
+import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -133,7 +134,13 @@ def _decode(cls: type[Any], raw: Any) -> Any:
 
 
 def _value(hint: Any, raw: Any, what: str) -> Any:
-    """raw checked against the field's type: str, int, bool, a model class, or tuple[X, ...] of one of those."""
+    """raw checked against the field's type: str, int, bool, a model class, tuple[X, ...] of one of those, or a
+    union of those (the first that fits)."""
+    if isinstance(hint, types.UnionType):
+        for arm in typing.get_args(hint):
+            with contextlib.suppress(SnapshotError):
+                return _value(arm, raw, what)
+        raise SnapshotError(f"{what} is {type(raw).__name__}, none of {hint}")
     if typing.get_origin(hint) is tuple:
         if not isinstance(raw, list):
             raise SnapshotError(f"{what} is not a list")

@@ -141,3 +141,20 @@ def test_object_key_is_one_tuple_and_not_part_of_the_value() -> None:
     assert other == web and hash(other) == hash(web)  # a worked-out key changes neither equality nor hash
     back = pickle.loads(pickle.dumps(web))
     assert back == web and object_key(back) == key
+
+
+@pytest.mark.parametrize(
+    ("given", "held", "addresses"),
+    [
+        (("10.0.0.1",), "10.0.0.1", ("10.0.0.1",)),  # one address: held as itself
+        ("10.0.0.1", "10.0.0.1", ("10.0.0.1",)),
+        (("10.0.0.1", "10.0.0.2"), ("10.0.0.1", "10.0.0.2"), ("10.0.0.1", "10.0.0.2")),
+        ((), (), ()),
+    ],
+)
+def test_endpoint_addresses(given: Any, held: Any, addresses: tuple[str, ...]) -> None:
+    ep = model.Endpoint(given, True, "", "", "")
+    assert ep._addresses == held and ep.addresses == addresses
+    same = model.Endpoint(addresses, True, "", "", "")
+    assert ep == same and hash(ep) == hash(same)
+    assert pickle.loads(pickle.dumps(ep)) == ep
