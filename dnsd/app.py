@@ -16,6 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import dns.rdata
+
 from dnsd.cache.link import CacheLink
 from dnsd.cache.store import AnswerCache
 from dnsd.cluster.link import ClusterHandler
@@ -50,6 +52,11 @@ if TYPE_CHECKING:
     from dnsd.workers.spec import WorkerSpec
 
 log = logging.getLogger(__name__)
+
+# dnspython imports each record type's module the first time it meets the type, and a failed import (EMFILE under
+# file-descriptor exhaustion, the hostile-client case) is remembered for the life of the process: from then on every
+# AAAA in a zone file or an upstream reply would be unparsable generic rdata. Load them all now, while imports work.
+dns.rdata.load_all_types(disable_dynamic_load=True)  # type: ignore[no-untyped-call]
 
 
 def server_ips(cfg: Config) -> list[str]:
