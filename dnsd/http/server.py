@@ -30,6 +30,21 @@ def status_page() -> bytes | None:
         return None
 
 
+def status_page_response(page: bytes | None) -> web.Response:
+    """The status page as served at `/`, by a single dnsd and by the workers' supervisor alike."""
+    if page is None:
+        return web.Response(status=500, text="status page not installed (dnsd/http/status.html)\n")
+    # The page fetches only /status.json from its own origin; the policy forbids anything else (no external
+    # assets, and a page that tried to load one would show it in the browser test's console).
+    csp = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; connect-src 'self'"
+    return web.Response(
+        body=page,
+        content_type="text/html",
+        charset="utf-8",
+        headers={"Content-Security-Policy": csp, "Cache-Control": "no-store"},
+    )
+
+
 class HttpServer:
     def __init__(
         self, app: App, addr: ListenAddress, sample_every: float = SAMPLE_EVERY, unix: str | None = None
@@ -94,20 +109,7 @@ class HttpServer:
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def index(self, _request: web.Request) -> web.Response:
-        if self.page is None:
-            return web.Response(status=500, text="status page not installed (dnsd/http/status.html)\n")
-        # The page fetches only /status.json from its own origin; the policy forbids anything else (no external
-        # assets, and a page that tried to load one would show it in the browser test's console).
-        csp = (
-            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; "
-            "connect-src 'self'"
-        )
-        return web.Response(
-            body=self.page,
-            content_type="text/html",
-            charset="utf-8",
-            headers={"Content-Security-Policy": csp, "Cache-Control": "no-store"},
-        )
+        return status_page_response(self.page)
 
     async def status_json(self, _request: web.Request) -> web.Response:
         return web.json_response(status(self.app, self.sampler, self.address), headers={"Cache-Control": "no-store"})

@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 
 from dnsd.config import ListenAddress
-from dnsd.http.server import status_page
+from dnsd.http.server import status_page, status_page_response
 from dnsd.workers.scrape import Families, MetricsSum
 
 if TYPE_CHECKING:
@@ -126,18 +126,7 @@ class SupervisorHttp:
         return [configured, up, restarts]
 
     async def index(self, _request: web.Request) -> web.Response:
-        if self.page is None:
-            return web.Response(status=500, text="status page not installed (dnsd/http/status.html)\n")
-        csp = (
-            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; "
-            "connect-src 'self'"
-        )
-        return web.Response(
-            body=self.page,
-            content_type="text/html",
-            charset="utf-8",
-            headers={"Content-Security-Policy": csp, "Cache-Control": "no-store"},
-        )
+        return status_page_response(self.page)
 
     async def status_json(self, _request: web.Request) -> web.Response:
         """The first serving worker's status (its own counts and rates, not the sum: the page is a glance;
